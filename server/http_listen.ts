@@ -1,0 +1,188 @@
+/**
+ * Listen a node:http (HTTP/1.1) server on a unix socket path or on `host:port`.
+ *
+ * The debug and metrics endpoints are plain HTTP/1.1 servers, like containerd's; this helper
+ * gives both the same socket handling: for a unix path the parent directory is made (0711),
+ * a stale socket left by a crashed daemon is removed only after a connect probe shows that
+ * nothing listens on it (a live daemon is never robbed of its socket), and the new socket
+ * gets mode 0660 and the configured owner. The returned `close` stops the server, drops open
+ * keep-alive connections and removes the socket file it made.
+ *
+ * @example
+ * ```ts
+ * import * as http from "node:http";
+ * import { listenHttp } from "./http_listen.ts";
+ * const server = http.createServer((_req, res) => res.end("ok"));
+ * const listener = await listenHttp(server, { address: "127.0.0.1:0" });
+ * console.log(listener.address); // e.g. 127.0.0.1:40321
+ * await listener.close();
+ * ```
+ * @module
+ */
+import type * as http from "node:http";
+import type { AddressInfo } from "node:net";
+import * as path from "node:path";
+
+/** Options of {@link listenHttp}. */
+export interface HttpListenOptions {
+  /** A unix socket path (see {@link isUnixAddress}) or `host:port` (`[v6]:port`, `:port`). */
+  address: string;
+  /** Owner set on a unix socket when non-zero. Default 0 (left as created). */
+  uid?: number;
+  /** Group set on a unix socket when non-zero. Default 0 (left as created). */
+  gid?: number;
+  /** Mode of a unix socket. Default 0o660, as containerd's local listeners. */
+  mode?: number;
+}
+
+/** A listening server: where it listens and how to stop it. */
+export interface HttpListener {
+  /** The socket path, or `host:port` with the port actually bound (useful with port 0). */
+  readonly address: string;
+  /** Stop accepting, drop open connections, remove the unix socket; safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** Thrown when a unix socket path is held by a live listener or is not a socket at all. */
+export class AddressInUseError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AddressInUseError";
+  }
+}
+
+/**
+ * Whether `address` names a unix socket: absolute, or containing "/" (e.g. `./run/d.sock`).
+ * Everything else is `host:port`. Exported so config validation uses the same rule.
+ */
+export function isUnixAddress(address: string): boolean {
+  return path.isAbsolute(address) || address.includes("/");
+}
+
+/**
+ * Split `host:port` (`[::1]:9000`, `:9000`, `localhost:0`) as Go's net.SplitHostPort does;
+ * throws naming the address when the port is missing or not a number in 0..65535.
+ */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const at = address.lastIndexOf(":");
+  if (at < 0) throw new Error(`listen on ${JSON.stringify(address)}: missing port`);
+  let host = address.slice(0, at);
+  const portText = address.slice(at + 1);
+  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+  else if (host.includes(":")) {
+    throw new Error(`listen on ${JSON.stringify(address)}: IPv6 hosts must be in brackets`);
+  }
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
+    throw new Error(`listen on ${JSON.stringify(address)}: bad port ${JSON.stringify(portText)}`);
+  }
+  return { host, port: Number(portText) };
+}
+
+/** Listen `server` on `options.address`; resolves once it accepts connections. */
+export async function listenHttp(
+  server: http.Server,
+  options: HttpListenOptions,
+): Promise<HttpListener> {
+  if (isUnixAddress(options.address)) return await listenUnix(server, options);
+  const { host, port } = splitHostPort(options.address);
+  await listenOn(
+    server,
+    (done) => host === "" ? server.listen(port, done) : server.listen(port, host, done),
+  );
+  const info = server.address() as AddressInfo;
+  const shown = info.address.includes(":") ? `[${info.address}]` : info.address;
+  return { address: `${shown}:${info.port}`, close: closer(server, async () => {}) };
+}
+
+async function listenUnix(server: http.Server, options: HttpListenOptions): Promise<HttpListener> {
+  const socketPath = path.resolve(options.address);
+  await Deno.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o711 });
+  await removeStaleSocket(socketPath);
+  await listenOn(server, (done) => server.listen(socketPath, done));
+  let inode: number | null = null;
+  try {
+    await Deno.chmod(socketPath, options.mode ?? 0o660);
+    const uid = options.uid ?? 0;
+    const gid = options.gid ?? 0;
+    if (uid !== 0 || gid !== 0) {
+      // A zero id means "leave as is", so a non-root daemon can still set only the group.
+      await Deno.chown(socketPath, uid === 0 ? null : uid, gid === 0 ? null : gid);
+    }
+    inode = (await Deno.lstat(socketPath)).ino;
+  } catch (err) {
+    await closer(server, async () => {})();
+    throw new Error(`set mode and owner of socket ${socketPath}: ${messageOf(err)}`, {
+      cause: err,
+    });
+  }
+  return {
+    address: socketPath,
+    close: closer(server, async () => {
+      // Remove the file only if it is still ours: a successor may already have replaced it.
+      try {
+        const stat = await Deno.lstat(socketPath);
+        if (stat.isSocket && stat.ino === inode) await Deno.remove(socketPath);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    }),
+  };
+}
+
+/**
+ * Remove `socketPath` if it is a socket nobody listens on. A live socket, or a path that is
+ * not a socket, is refused with AddressInUseError; nothing there is fine.
+ */
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.lstat(socketPath);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw err;
+  }
+  if (!stat.isSocket) {
+    throw new AddressInUseError(`listen on ${socketPath}: path exists and is not a socket`);
+  }
+  try {
+    const conn = await Deno.connect({ transport: "unix", path: socketPath });
+    conn.close();
+  } catch (err) {
+    if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.NotFound) {
+      await Deno.remove(socketPath).catch((removeErr) => {
+        if (!(removeErr instanceof Deno.errors.NotFound)) throw removeErr;
+      });
+      return;
+    }
+    throw new Error(`probe socket ${socketPath}: ${messageOf(err)}`, { cause: err });
+  }
+  throw new AddressInUseError(
+    `listen on ${socketPath}: another process is listening on this socket`,
+  );
+}
+
+function listenOn(server: http.Server, start: (done: () => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once("error", onError);
+    start(() => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}
+
+function closer(server: http.Server, after: () => Promise<void>): () => Promise<void> {
+  let closing: Promise<void> | undefined;
+  return () => {
+    closing ??= new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }).then(after);
+    return closing;
+  };
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
