@@ -1,0 +1,370 @@
+/**
+ * The daemon's frame: containerd's `server.New` and `app.Action`, in that order.
+ *
+ * {@link Server.start} validates and creates root and state, cleans `<root>/tmpmounts`, loads
+ * plugin_dir modules, initialises plugins in dependency order, mounts every service a plugin
+ * hands over on one router, and opens the listeners (gRPC unix socket, optional TCP, debug,
+ * metrics). {@link Server.stop} undoes it in reverse: stop accepting, let in-flight RPCs finish
+ * (bounded), close listeners, close plugins in reverse order, remove the socket.
+ * {@link runDaemon} wraps both with signal handling, readiness notification and exit codes.
+ *
+ * The server knows no plugin by name: it only asks each instance whether it serves RPCs.
+ *
+ * @module
+ */
+import http2 from "node:http2";
+import type { Config } from "./config.ts";
+import { decodePluginConfigs } from "./config.ts";
+import { Exchange } from "./exchange.ts";
+import { createLogger, isLogLevel, type Logger } from "./log.ts";
+import { cleanupTempMounts } from "./mount.ts";
+import {
+  closePlugins,
+  initPlugins,
+  missingRequired,
+  type PluginSet,
+  type Registration,
+  Registry,
+} from "./plugin.ts";
+import { createRpcHandler, type RpcHandler, type ServiceSpec, servesRpc } from "./rpc.ts";
+import { contextInterceptor, errorInterceptor } from "./interceptors.ts";
+import { closeServer, listenTcp, listenUnix } from "./listen.ts";
+import { createMetrics, type Metrics, startMetricsServer } from "./metrics.ts";
+import { debugVars, diagnosticDump, startDebugServer } from "./debug.ts";
+import { installSignals } from "./signals.ts";
+import { notify } from "./notify.ts";
+import { VERSION } from "./version.ts";
+
+/** How long a graceful stop waits for in-flight RPCs before cutting them off. */
+const DRAIN_TIMEOUT_MS = 10_000;
+
+/** A boot failure the user can act on (bad root, missing required plugin, socket in use). */
+export class BootError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "BootError";
+  }
+}
+
+/** Inputs of Server.start. */
+export interface ServerOptions {
+  config: Config;
+  /** Registrations to load (plugin_dir modules are added to these). */
+  registrations: readonly Registration[];
+  /** Decoded plugin config sections by URI. */
+  pluginConfigs: ReadonlyMap<string, unknown>;
+  log: Logger;
+}
+
+type Closer = { close(): Promise<void> };
+
+/** A running daemon. */
+export class Server {
+  readonly config: Config;
+  readonly plugins: PluginSet;
+  readonly events: Exchange;
+  /** Date.now() when boot began. */
+  readonly started: number;
+  readonly #log: Logger;
+  readonly #rpc: RpcHandler;
+  readonly #stopping: AbortController;
+  readonly #grpcServers: http2.Http2Server[];
+  readonly #closers: Closer[];
+
+  private constructor(init: {
+    config: Config;
+    plugins: PluginSet;
+    events: Exchange;
+    started: number;
+    log: Logger;
+    rpc: RpcHandler;
+    stopping: AbortController;
+    grpcServers: http2.Http2Server[];
+    closers: Closer[];
+  }) {
+    this.config = init.config;
+    this.plugins = init.plugins;
+    this.events = init.events;
+    this.started = init.started;
+    this.#log = init.log;
+    this.#rpc = init.rpc;
+    this.#stopping = init.stopping;
+    this.#grpcServers = init.grpcServers;
+    this.#closers = init.closers;
+  }
+
+  /** RPCs running now. */
+  get inFlight(): number {
+    return this.#rpc.inFlight;
+  }
+
+  /** Boot: everything up to serving. Throws BootError for user-fixable failures. */
+  static async start(options: ServerOptions): Promise<Server> {
+    const started = Date.now();
+    const { config, log } = options;
+    await prepareDirs(config);
+    for (const warning of await cleanupTempMounts(`${config.root}/tmpmounts`)) log.warn(warning);
+
+    const registry = new Registry();
+    for (const reg of options.registrations) registry.register(reg);
+    const pluginConfigs = new Map(options.pluginConfigs);
+    for (const reg of await loadPluginDir(config.plugin_dir)) {
+      registry.register(reg);
+      const decoded = decodePluginConfigs(config, [reg], { unknownSections: "ignore" });
+      for (const warning of decoded.warnings) log.warn(warning);
+      for (const [uri, value] of decoded.configs) pluginConfigs.set(uri, value);
+    }
+    const disabled = new Set(config.disabled_plugins);
+    let ordered: Registration[];
+    try {
+      ordered = registry.graph((uri) => disabled.has(uri));
+    } catch (err) {
+      throw new BootError((err as Error).message);
+    }
+
+    const events = new Exchange();
+    const stopping = new AbortController();
+    const grpcAddress = config.grpc.address;
+    const plugins = await initPlugins({
+      ordered,
+      configs: pluginConfigs,
+      properties: {
+        rootDir: config.root,
+        stateDir: config.state,
+        grpcAddress,
+        ttrpcAddress: config.ttrpc.address || `${grpcAddress}.ttrpc`,
+      },
+      events,
+      log,
+      signal: stopping.signal,
+      onStart: (uri) => log.info(`loading plugin "${uri}"...`, { type: uri.slice(0, uri.lastIndexOf(".")) }),
+      onResult: (record) => {
+        if (record.status === "skip") {
+          log.info("skip loading plugin", { id: record.uri, error: record.error });
+        } else if (record.status === "error") {
+          log.warn("failed to load plugin", { id: record.uri, error: record.error });
+        }
+      },
+    });
+    const missing = missingRequired(plugins, config.required_plugins);
+    if (missing.length > 0) {
+      stopping.abort();
+      await closePlugins(plugins, (uri, err) => log.warn("failed to close plugin", { id: uri, error: err }));
+      throw new BootError(`required plugins did not load: ${missing.join("; ")}`);
+    }
+
+    const services: ServiceSpec[] = [];
+    for (const record of plugins.records()) {
+      const instance = record.instance;
+      if (record.status === "ok" && servesRpc(instance)) services.push(...instance.services);
+    }
+    const metrics: Metrics = createMetrics({ histogram: config.metrics.grpc_histogram });
+    for (const spec of services) metrics.register(spec.service);
+    const rpc = createRpcHandler({
+      services,
+      interceptors: [metrics.interceptor, contextInterceptor(), errorInterceptor(log)],
+      maxRecvMessageBytes: config.grpc.max_recv_message_size,
+      maxSendMessageBytes: config.grpc.max_send_message_size,
+      log,
+    });
+
+    const closers: Closer[] = [];
+    const grpcServers: http2.Http2Server[] = [];
+    const cleanup = async () => {
+      for (const closer of closers.reverse()) await closer.close().catch(() => {});
+      stopping.abort();
+      await closePlugins(plugins, () => {});
+    };
+    try {
+      const unixServer = http2.createServer();
+      rpc.attach(unixServer);
+      await listenUnix(unixServer, {
+        path: grpcAddress,
+        uid: config.grpc.uid,
+        gid: config.grpc.gid,
+      });
+      grpcServers.push(unixServer);
+      log.info("serving...", { address: grpcAddress });
+      if (config.grpc.tcp_address) {
+        const tcpServer = http2.createServer();
+        rpc.attach(tcpServer);
+        const bound = await listenTcp(tcpServer, config.grpc.tcp_address);
+        grpcServers.push(tcpServer);
+        log.info("serving...", { address: `${bound.host}:${bound.port}` });
+      }
+      const source = {
+        vars: () =>
+          debugVars({ started, plugins, inFlight: () => rpc.inFlight, extra: () => ({ version: VERSION }) }),
+      };
+      if (config.debug.address) {
+        const debug = await startDebugServer({
+          address: config.debug.address,
+          uid: config.debug.uid,
+          gid: config.debug.gid,
+          source,
+          log,
+        });
+        closers.push(debug);
+        log.info("debug server serving...", { address: debug.address });
+      }
+      if (config.metrics.address) {
+        const server = await startMetricsServer({ address: config.metrics.address, metrics, log });
+        closers.push(server);
+        log.info("metrics server serving...", { address: server.address });
+      }
+    } catch (err) {
+      for (const server of grpcServers) await closeServer(server).catch(() => {});
+      await cleanup();
+      throw err instanceof BootError ? err : new BootError((err as Error).message, { cause: err });
+    }
+    return new Server({ config, plugins, events, started, log, rpc, stopping, grpcServers, closers });
+  }
+
+  /** The lines SIGUSR1 writes to the log. */
+  diagnostics(): string {
+    return diagnosticDump({
+      vars: () =>
+        debugVars({
+          started: this.started,
+          plugins: this.plugins,
+          inFlight: () => this.#rpc.inFlight,
+          extra: () => ({ version: VERSION, eventSubscribers: this.events.subscriberCount }),
+        }),
+    });
+  }
+
+  /**
+   * Graceful stop: refuse new connections, tell plugins (health goes NOT_SERVING, streams
+   * end), wait up to `drainTimeoutMs` for in-flight RPCs, then close everything in reverse.
+   */
+  async stop(drainTimeoutMs = DRAIN_TIMEOUT_MS): Promise<void> {
+    const log = this.#log;
+    // Stop accepting first; existing sessions keep running until drained.
+    const closing = this.#grpcServers.map((server) => closeServer(server));
+    this.#stopping.abort();
+    const deadline = AbortSignal.timeout(drainTimeoutMs);
+    await this.#rpc.drain(deadline);
+    if (deadline.aborted) log.warn("stopping with RPCs still in flight", { inflight: this.#rpc.inFlight });
+    await Promise.allSettled(closing);
+    for (const closer of [...this.#closers].reverse()) {
+      await closer.close().catch((err) => log.warn("failed to close listener", { error: err }));
+    }
+    await closePlugins(this.plugins, (uri, err) => log.warn("failed to close plugin", { id: uri, error: err }));
+    await removeSocket(this.config.grpc.address, log);
+  }
+}
+
+async function removeSocket(path: string, log: Logger): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) log.warn("failed to remove socket", { path, error: err });
+  }
+}
+
+/** Root and state must be set and differ; both are created 0711 (the seed's server.New). */
+async function prepareDirs(config: Config): Promise<void> {
+  if (!config.root) throw new BootError("root must be specified");
+  if (!config.state) throw new BootError("state must be specified");
+  if (config.root === config.state) throw new BootError("root and state must be different paths");
+  for (const dir of [config.root, config.state]) {
+    try {
+      await Deno.mkdir(dir, { recursive: true, mode: 0o711 });
+      await Deno.chmod(dir, 0o711);
+    } catch (err) {
+      throw new BootError(`cannot create ${dir}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  if (config.temp) await Deno.mkdir(config.temp, { recursive: true, mode: 0o711 });
+}
+
+/**
+ * Registrations from plugin_dir: each `*.ts`/`*.js` module there is imported and its
+ * `plugins` export (an array of registrations) is loaded — containerd's Go plugins, as modules.
+ */
+async function loadPluginDir(dir: string): Promise<Registration[]> {
+  if (!dir) return [];
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isFile && /\.(ts|js|mjs)$/.test(entry.name)) names.push(entry.name);
+    }
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw new BootError(`plugin_dir ${dir}: ${(err as Error).message}`);
+  }
+  const out: Registration[] = [];
+  for (const name of names.sort()) {
+    const path = `${dir}/${name}`;
+    let mod: { plugins?: unknown };
+    try {
+      mod = await import(new URL(`file://${path}`).href);
+    } catch (err) {
+      throw new BootError(`plugin module ${path}: ${(err as Error).message}`);
+    }
+    if (!Array.isArray(mod.plugins)) {
+      throw new BootError(`plugin module ${path}: expected an exported "plugins" array`);
+    }
+    out.push(...(mod.plugins as Registration[]));
+  }
+  return out;
+}
+
+/** Inputs of runDaemon, as the CLI prepares them. */
+export interface RunDaemonOptions {
+  config: Config;
+  /** Config warnings to log once the logger exists. */
+  warnings: string[];
+  registrations: readonly Registration[];
+  pluginConfigs: Map<string, unknown>;
+}
+
+/**
+ * Run the daemon until SIGINT/SIGTERM: boot, notify readiness, wait, stop. Returns the exit
+ * code: 0 after a clean stop, 1 when boot fails (the reason logged as one line).
+ */
+export async function runDaemon(options: RunDaemonOptions): Promise<number> {
+  const { config } = options;
+  const level = isLogLevel(config.debug.level) ? config.debug.level : "info";
+  const log = createLogger({ level, format: config.debug.format === "json" ? "json" : "text" });
+  let server: Server | undefined;
+  const signals = installSignals({
+    onStop: (signal) => log.info("stopping containerd-ts", { signal }),
+    onForcedExit: (signal) => {
+      log.warn("second signal: exiting at once", { signal });
+      Deno.exit(1);
+    },
+    onDump: () => {
+      log.info("SIGUSR1 diagnostic dump\n" + (server?.diagnostics() ?? "daemon is still booting"));
+    },
+  });
+  try {
+    for (const warning of options.warnings) log.warn(warning);
+    const booting = performance.now();
+    log.info("starting containerd-ts", { version: VERSION, root: config.root, state: config.state });
+    try {
+      server = await Server.start({
+        config,
+        registrations: options.registrations,
+        pluginConfigs: options.pluginConfigs,
+        log,
+      });
+    } catch (err) {
+      log.error(`containerd-ts failed to boot: ${(err as Error).message}`);
+      if (!(err instanceof BootError)) log.debug("boot failure detail", { stack: (err as Error).stack });
+      return 1;
+    }
+    try {
+      notify("READY=1");
+    } catch (err) {
+      log.warn("failed to notify readiness", { error: err });
+    }
+    log.info(`containerd-ts successfully booted in ${((performance.now() - booting) / 1000).toFixed(3)}s`);
+    await signals.stopRequested;
+    await server.stop();
+    log.info("containerd-ts stopped");
+    return 0;
+  } finally {
+    signals.uninstall();
+  }
+}
