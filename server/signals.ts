@@ -16,6 +16,9 @@
  * @module
  */
 
+/** Stop signals closer together than this count as one (see onStopSignal). */
+const DUPLICATE_WINDOW_MS = 250;
+
 /** Options of installSignals. */
 export interface SignalOptions {
   /** Called on SIGUSR1. */
@@ -37,14 +40,19 @@ export interface InstalledSignals {
 /** Install the daemon's signal handlers. */
 export function installSignals(options: SignalOptions): InstalledSignals {
   let stopping = false;
+  let firstAt = 0;
   let resolveStop!: (signal: Deno.Signal) => void;
   const stopRequested = new Promise<Deno.Signal>((resolve) => (resolveStop = resolve));
   const onStopSignal = (signal: Deno.Signal) => {
     if (stopping) {
+      // A terminal's Ctrl-C reaches both `deno task` (which forwards it) and the daemon in
+      // the same process group: a repeat within the window is that echo, not a second ask.
+      if (performance.now() - firstAt < DUPLICATE_WINDOW_MS) return;
       options.onForcedExit(signal);
       return;
     }
     stopping = true;
+    firstAt = performance.now();
     options.onStop?.(signal);
     resolveStop(signal);
   };

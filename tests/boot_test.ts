@@ -95,15 +95,23 @@ Deno.test({
 
       const detailed = await ctr(daemon.address, ["plugins", "ls", "-d", "id==needs-content"]);
       assert.equal(detailed.code, 0, detailed.stderr);
-      assert.match(detailed.stdout, /requires io\.containerd\.content\.v1: broken failed: disk on fire/);
+      assert.match(
+        detailed.stdout,
+        /requires io\.containerd\.content\.v1: broken failed: disk on fire/,
+      );
       assert.match(detailed.stdout, /io\.containerd\.content\.v1/);
 
       const filtered = await ctr(daemon.address, ["plugins", "ls", "type==io.containerd.grpc.v1"]);
-      const types = filtered.stdout.trim().split("\n").slice(1).map((l) => l.trim().split(/\s+/)[0]);
+      const types = filtered.stdout.trim().split("\n").slice(1).map((l) =>
+        l.trim().split(/\s+/)[0]
+      );
       assert.ok(types.length >= 3);
       assert.ok(types.every((t) => t === "io.containerd.grpc.v1"), filtered.stdout);
 
-      assert.match(daemon.log(), /failed to load plugin.*io\.containerd\.content\.v1\.broken.*disk on fire/);
+      assert.match(
+        daemon.log(),
+        /failed to load plugin.*io\.containerd\.content\.v1\.broken.*disk on fire/,
+      );
     } finally {
       await daemon.stop();
       await Deno.remove(pluginDir, { recursive: true });
@@ -204,7 +212,12 @@ Deno.test({
         /grpc_server_handled_total\{[^}]*grpc_service="containerd.services.version.v1.Version"[^}]*\} 1/,
       );
       assert.match(metrics, /process_resident_memory_bytes/);
-      const vars = await sh("curl", ["-sS", "--unix-socket", `${dir}/debug.sock`, "http://localhost/debug/vars"]);
+      const vars = await sh("curl", [
+        "-sS",
+        "--unix-socket",
+        `${dir}/debug.sock`,
+        "http://localhost/debug/vars",
+      ]);
       assert.equal(vars.code, 0, vars.stderr);
       const parsed = JSON.parse(vars.stdout);
       assert.ok(JSON.stringify(parsed).includes("io.containerd.grpc.v1.version"), vars.stdout);
@@ -360,4 +373,51 @@ Deno.test("every bad config exits non-zero with one clear line", async (t) => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "a second SIGTERM exits at once; an immediate echo of the first does not",
+  async fn() {
+    const pluginDir = await Deno.makeTempDir({ prefix: "cts-plugins-" });
+    await Deno.writeTextFile(`${pluginDir}/slow.ts`, pluginModule(slowVersion));
+    const config = `version = 2\nplugin_dir = "${pluginDir}"\n` +
+      `disabled_plugins = ["io.containerd.grpc.v1.version"]\n`;
+    const slowCall = (address: string) =>
+      sh("curl", [
+        "-sS",
+        "--http2-prior-knowledge",
+        "--unix-socket",
+        address,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        "{}",
+        "http://localhost/containerd.services.version.v1.Version/Version",
+      ]);
+    try {
+      const echoed = await startDaemon({ config });
+      const call1 = slowCall(echoed.address);
+      await new Promise((r) => setTimeout(r, 500));
+      echoed.process.kill("SIGTERM");
+      echoed.process.kill("SIGTERM");
+      assert.equal((await echoed.exited).code, 0, echoed.log());
+      assert.equal(JSON.parse((await call1).stdout).version, "slow-1");
+      await echoed.stop();
+
+      const forced = await startDaemon({ config });
+      const call2 = slowCall(forced.address);
+      await new Promise((r) => setTimeout(r, 300));
+      forced.process.kill("SIGTERM");
+      await new Promise((r) => setTimeout(r, 400));
+      forced.process.kill("SIGTERM");
+      const started = performance.now();
+      assert.equal((await forced.exited).code, 1);
+      assert.ok(performance.now() - started < 1500, "forced exit did not wait for the slow RPC");
+      await call2;
+      assert.match(forced.log(), /second signal/);
+      await forced.stop();
+    } finally {
+      await Deno.remove(pluginDir, { recursive: true });
+    }
+  },
 });
