@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { pluginType, type PluginType } from "../server/plugin.ts";
+import { type PluginType, pluginType } from "../server/plugin.ts";
 import type { RpcServices } from "../server/rpc.ts";
 import type { Exchange } from "../server/exchange.ts";
 import type { ContentStore } from "./content/api.ts";

@@ -1,14 +1,24 @@
 import assert from "node:assert/strict";
 import { Exchange, validateTopic } from "./exchange.ts";
 
-const event = (topic: string) => ({ topic, namespace: "default", typeUrl: "t", value: new Uint8Array() });
+const event = (topic: string) => ({
+  topic,
+  namespace: "default",
+  typeUrl: "t",
+  value: new Uint8Array(),
+});
 
 Deno.test("subscribers receive what is published after they subscribe, filtered, in order", async () => {
   const exchange = new Exchange();
   const controller = new AbortController();
   const got: string[] = [];
   const reading = (async () => {
-    for await (const e of exchange.subscribe({ signal: controller.signal, accept: (e) => e.topic !== "/skip" })) {
+    for await (
+      const e of exchange.subscribe({
+        signal: controller.signal,
+        accept: (e) => e.topic !== "/skip",
+      })
+    ) {
       got.push(e.topic);
       if (got.length === 2) controller.abort();
     }

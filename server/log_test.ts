@@ -15,7 +15,12 @@ Deno.test("logfmt lines look like containerd's", () => {
 
 Deno.test("levels filter and child loggers add fields; json format", () => {
   const lines: string[] = [];
-  const log = createLogger({ level: "warn", format: "json", write: (l) => lines.push(l), now: () => at });
+  const log = createLogger({
+    level: "warn",
+    format: "json",
+    write: (l) => lines.push(l),
+    now: () => at,
+  });
   log.info("hidden");
   log.with({ id: "x" }).warn("shown", { n: 1 });
   assert.equal(lines.length, 1);

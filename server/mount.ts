@@ -24,7 +24,10 @@ export interface MountInfo {
 
 /** Undo the kernel's octal escapes (`\040` for space, ...) in mountinfo paths. */
 function unescapeMountPath(text: string): string {
-  return text.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+  return text.replace(
+    /\\([0-7]{3})/g,
+    (_, octal: string) => String.fromCharCode(parseInt(octal, 8)),
+  );
 }
 
 /** Parse the text of /proc/self/mountinfo. Malformed lines are skipped. */
@@ -55,12 +58,18 @@ export function mountsUnder(mounts: readonly MountInfo[], dir: string): string[]
   const points = new Set(
     mounts.map((m) => m.mountPoint).filter((point) => point.startsWith(prefix)),
   );
-  return [...points].sort((a, b) => b.split("/").length - a.split("/").length || b.localeCompare(a));
+  return [...points].sort((a, b) =>
+    b.split("/").length - a.split("/").length || b.localeCompare(a)
+  );
 }
 
 /** Unmount `target` with util-linux umount; throws with umount's own message on failure. */
 export async function unmount(target: string): Promise<void> {
-  const result = await new Deno.Command("umount", { args: [target], stderr: "piped", stdout: "null" })
+  const result = await new Deno.Command("umount", {
+    args: [target],
+    stderr: "piped",
+    stdout: "null",
+  })
     .output();
   if (!result.success) {
     const reason = new TextDecoder().decode(result.stderr).trim() || `exit ${result.code}`;

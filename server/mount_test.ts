@@ -49,7 +49,11 @@ Deno.test("cleanupTempMounts unmounts each leftover, reports failures and remove
     },
   });
   assert.deepEqual(warnings, [`failed to unmount leftover temp mount: unmount ${dir}/b: busy`]);
-  assert.equal(calls.filter((c) => c.endsWith("/a")).length, 3, "stacked mount unmounted twice, then stop");
+  assert.equal(
+    calls.filter((c) => c.endsWith("/a")).length,
+    3,
+    "stacked mount unmounted twice, then stop",
+  );
   const left = [];
   for await (const e of Deno.readDir(dir)) left.push(e.name);
   assert.deepEqual(left, []);

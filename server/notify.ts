@@ -48,7 +48,14 @@ export function notify(state: string, socketPath = Deno.env.get("NOTIFY_SOCKET")
     if (fd < 0) throw new Error(`notify ${socketPath}: socket() failed`);
     try {
       const message = new TextEncoder().encode(state);
-      const sent = libc.symbols.sendto(fd, message, BigInt(message.length), 0, addr.bytes, addr.length);
+      const sent = libc.symbols.sendto(
+        fd,
+        message,
+        BigInt(message.length),
+        0,
+        addr.bytes,
+        addr.length,
+      );
       if (Number(sent) < 0) throw new Error(`notify ${socketPath}: sendto() failed`);
     } finally {
       libc.symbols.close(fd);

@@ -314,9 +314,7 @@ export async function initPlugins(options: InitPluginsOptions): Promise<PluginSe
     const uri = uriOf(reg);
     const meta: PluginMeta = { exports: {}, capabilities: [], platforms: [] };
     const log = options.log.with({ type: reg.type.name, id: reg.id });
-    const config = options.configs.has(uri)
-      ? options.configs.get(uri)
-      : reg.config?.defaults();
+    const config = options.configs.has(uri) ? options.configs.get(uri) : reg.config?.defaults();
     const ctx: InitContext<unknown> = {
       uri,
       root: `${rootDir}/${uri}`,

@@ -26,7 +26,12 @@ function initOptions(registry: Registry, disabled: string[] = []) {
   return {
     ordered: registry.graph((uri) => disabled.includes(uri)),
     configs: new Map<string, unknown>(),
-    properties: { rootDir: "/r", stateDir: "/s", grpcAddress: "/s/sock", ttrpcAddress: "/s/sock.ttrpc" },
+    properties: {
+      rootDir: "/r",
+      stateDir: "/s",
+      grpcAddress: "/s/sock",
+      ttrpcAddress: "/s/sock.ttrpc",
+    },
     events: new Exchange(),
     log: silentLogger(),
     signal: new AbortController().signal,
@@ -35,14 +40,23 @@ function initOptions(registry: Registry, disabled: string[] = []) {
 
 Deno.test("registration refuses empty ids, duplicates and * mixed with types", () => {
   const registry = new Registry();
-  assert.throws(() => registry.register({ type: GRPC, id: "", init: () => ({ name: "" }) }), /empty id/);
+  assert.throws(
+    () => registry.register({ type: GRPC, id: "", init: () => ({ name: "" }) }),
+    /empty id/,
+  );
   registry.register({ type: GRPC, id: "a", init: () => ({ name: "a" }) });
   assert.throws(
     () => registry.register({ type: GRPC, id: "a", init: () => ({ name: "a" }) }),
     /io\.containerd\.grpc\.v1\.a: registered twice/,
   );
   assert.throws(
-    () => registry.register({ type: GRPC, id: "b", requires: [ALL, Content], init: () => ({ name: "b" }) }),
+    () =>
+      registry.register({
+        type: GRPC,
+        id: "b",
+        requires: [ALL, Content],
+        init: () => ({ name: "b" }),
+      }),
     PluginRegistrationError,
   );
 });
@@ -51,9 +65,19 @@ Deno.test("ordering keeps registration order and pulls requirements first", () =
   const registry = new Registry();
   registry.register({ type: GRPC, id: "content", requires: [Content], init: () => ({ name: "" }) });
   registry.register({ type: GRPC, id: "version", init: () => ({ name: "" }) });
-  registry.register({ type: Content, id: "content", requires: [Metadata], init: () => ({ read: () => "" }) });
+  registry.register({
+    type: Content,
+    id: "content",
+    requires: [Metadata],
+    init: () => ({ read: () => "" }),
+  });
   registry.register({ type: Metadata, id: "sqlite", init: () => ({ db: "" }) });
-  registry.register({ type: GRPC, id: "introspection", requires: [ALL], init: () => ({ name: "" }) });
+  registry.register({
+    type: GRPC,
+    id: "introspection",
+    requires: [ALL],
+    init: () => ({ name: "" }),
+  });
   registry.register({ type: Snap, id: "native", init: () => ({ kind: "" }) });
   assert.deepEqual(order(registry), [
     "io.containerd.metadata.v1.sqlite",
@@ -69,12 +93,19 @@ Deno.test("disabled plugins are dropped from the graph", () => {
   const registry = new Registry();
   registry.register({ type: Metadata, id: "sqlite", init: () => ({ db: "" }) });
   registry.register({ type: GRPC, id: "version", init: () => ({ name: "" }) });
-  assert.deepEqual(order(registry, ["io.containerd.metadata.v1.sqlite"]), ["io.containerd.grpc.v1.version"]);
+  assert.deepEqual(order(registry, ["io.containerd.metadata.v1.sqlite"]), [
+    "io.containerd.grpc.v1.version",
+  ]);
 });
 
 Deno.test("a requirement cycle fails, naming the cycle", () => {
   const registry = new Registry();
-  registry.register({ type: Content, id: "c", requires: [Metadata], init: () => ({ read: () => "" }) });
+  registry.register({
+    type: Content,
+    id: "c",
+    requires: [Metadata],
+    init: () => ({ read: () => "" }),
+  });
   registry.register({ type: Metadata, id: "m", requires: [Snap], init: () => ({ db: "" }) });
   registry.register({ type: Snap, id: "s", requires: [Content], init: () => ({ kind: "" }) });
   assert.throws(
@@ -110,16 +141,26 @@ Deno.test("init records ok, skip and error; dependents name the chain", async ()
   const byUri = new Map(set.records().map((r) => [r.uri, r]));
   assert.equal(byUri.get("io.containerd.content.v1.local")?.status, "error");
   assert.equal(byUri.get("io.containerd.snapshotter.v1.zfs")?.status, "skip");
-  assert.equal(byUri.get("io.containerd.snapshotter.v1.zfs")?.error?.message, "no zfs pool: skip plugin");
+  assert.equal(
+    byUri.get("io.containerd.snapshotter.v1.zfs")?.error?.message,
+    "no zfs pool: skip plugin",
+  );
   assert.equal(
     byUri.get("io.containerd.metadata.v1.sqlite")?.error?.message,
     "requires io.containerd.content.v1: local failed: disk on fire",
   );
   assert.equal(set.get(GRPC).name, "io.containerd.grpc.v1.version");
   assert.equal(set.get(GRPC, "version").name, "io.containerd.grpc.v1.version");
-  assert.throws(() => set.get(Snap), /requires io\.containerd\.snapshotter\.v1: zfs skipped: no zfs pool/);
+  assert.throws(
+    () => set.get(Snap),
+    /requires io\.containerd\.snapshotter\.v1: zfs skipped: no zfs pool/,
+  );
   assert.deepEqual(
-    missingRequired(set, ["io.containerd.grpc.v1.version", "io.containerd.content.v1.local", "x.y"]),
+    missingRequired(set, [
+      "io.containerd.grpc.v1.version",
+      "io.containerd.content.v1.local",
+      "x.y",
+    ]),
     ["io.containerd.content.v1.local: disk on fire", "x.y: not registered or disabled"],
   );
   for (const record of set.records()) assert.ok(record.initMs >= 0);
@@ -136,7 +177,12 @@ Deno.test("init context carries dirs, config defaults and properties", async () 
       decode: () => ({ value: { depth: 3 }, warnings: [] }),
     },
     init: (ctx) => {
-      seen = { root: ctx.root, state: ctx.state, config: ctx.config, ttrpc: ctx.properties.ttrpcAddress };
+      seen = {
+        root: ctx.root,
+        state: ctx.state,
+        config: ctx.config,
+        ttrpc: ctx.properties.ttrpcAddress,
+      };
       return { name: "probe" };
     },
   });

@@ -26,7 +26,7 @@ import {
   type Registration,
   Registry,
 } from "./plugin.ts";
-import { createRpcHandler, type RpcHandler, type ServiceSpec, servesRpc } from "./rpc.ts";
+import { createRpcHandler, type RpcHandler, servesRpc, type ServiceSpec } from "./rpc.ts";
 import { contextInterceptor, errorInterceptor } from "./interceptors.ts";
 import { closeServer, listenTcp, listenUnix } from "./listen.ts";
 import { createMetrics, type Metrics, startMetricsServer } from "./metrics.ts";
@@ -137,7 +137,8 @@ export class Server {
       events,
       log,
       signal: stopping.signal,
-      onStart: (uri) => log.info(`loading plugin "${uri}"...`, { type: uri.slice(0, uri.lastIndexOf(".")) }),
+      onStart: (uri) =>
+        log.info(`loading plugin "${uri}"...`, { type: uri.slice(0, uri.lastIndexOf(".")) }),
       onResult: (record) => {
         if (record.status === "skip") {
           log.info("skip loading plugin", { id: record.uri, error: record.error });
@@ -149,7 +150,10 @@ export class Server {
     const missing = missingRequired(plugins, config.required_plugins);
     if (missing.length > 0) {
       stopping.abort();
-      await closePlugins(plugins, (uri, err) => log.warn("failed to close plugin", { id: uri, error: err }));
+      await closePlugins(
+        plugins,
+        (uri, err) => log.warn("failed to close plugin", { id: uri, error: err }),
+      );
       throw new BootError(`required plugins did not load: ${missing.join("; ")}`);
     }
 
@@ -194,7 +198,12 @@ export class Server {
       }
       const source = {
         vars: () =>
-          debugVars({ started, plugins, inFlight: () => rpc.inFlight, extra: () => ({ version: VERSION }) }),
+          debugVars({
+            started,
+            plugins,
+            inFlight: () => rpc.inFlight,
+            extra: () => ({ version: VERSION }),
+          }),
       };
       if (config.debug.address) {
         const debug = await startDebugServer({
@@ -217,7 +226,17 @@ export class Server {
       await cleanup();
       throw err instanceof BootError ? err : new BootError((err as Error).message, { cause: err });
     }
-    return new Server({ config, plugins, events, started, log, rpc, stopping, grpcServers, closers });
+    return new Server({
+      config,
+      plugins,
+      events,
+      started,
+      log,
+      rpc,
+      stopping,
+      grpcServers,
+      closers,
+    });
   }
 
   /** The lines SIGUSR1 writes to the log. */
@@ -244,12 +263,17 @@ export class Server {
     this.#stopping.abort();
     const deadline = AbortSignal.timeout(drainTimeoutMs);
     await this.#rpc.drain(deadline);
-    if (deadline.aborted) log.warn("stopping with RPCs still in flight", { inflight: this.#rpc.inFlight });
+    if (deadline.aborted) {
+      log.warn("stopping with RPCs still in flight", { inflight: this.#rpc.inFlight });
+    }
     await Promise.allSettled(closing);
     for (const closer of [...this.#closers].reverse()) {
       await closer.close().catch((err) => log.warn("failed to close listener", { error: err }));
     }
-    await closePlugins(this.plugins, (uri, err) => log.warn("failed to close plugin", { id: uri, error: err }));
+    await closePlugins(
+      this.plugins,
+      (uri, err) => log.warn("failed to close plugin", { id: uri, error: err }),
+    );
     await removeSocket(this.config.grpc.address, log);
   }
 }
@@ -258,7 +282,9 @@ async function removeSocket(path: string, log: Logger): Promise<void> {
   try {
     await Deno.remove(path);
   } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) log.warn("failed to remove socket", { path, error: err });
+    if (!(err instanceof Deno.errors.NotFound)) {
+      log.warn("failed to remove socket", { path, error: err });
+    }
   }
 }
 
@@ -341,7 +367,11 @@ export async function runDaemon(options: RunDaemonOptions): Promise<number> {
   try {
     for (const warning of options.warnings) log.warn(warning);
     const booting = performance.now();
-    log.info("starting containerd-ts", { version: VERSION, root: config.root, state: config.state });
+    log.info("starting containerd-ts", {
+      version: VERSION,
+      root: config.root,
+      state: config.state,
+    });
     try {
       server = await Server.start({
         config,
@@ -351,7 +381,9 @@ export async function runDaemon(options: RunDaemonOptions): Promise<number> {
       });
     } catch (err) {
       log.error(`containerd-ts failed to boot: ${(err as Error).message}`);
-      if (!(err instanceof BootError)) log.debug("boot failure detail", { stack: (err as Error).stack });
+      if (!(err instanceof BootError)) {
+        log.debug("boot failure detail", { stack: (err as Error).stack });
+      }
       return 1;
     }
     try {
@@ -359,7 +391,9 @@ export async function runDaemon(options: RunDaemonOptions): Promise<number> {
     } catch (err) {
       log.warn("failed to notify readiness", { error: err });
     }
-    log.info(`containerd-ts successfully booted in ${((performance.now() - booting) / 1000).toFixed(3)}s`);
+    log.info(
+      `containerd-ts successfully booted in ${((performance.now() - booting) / 1000).toFixed(3)}s`,
+    );
     await signals.stopRequested;
     await server.stop();
     log.info("containerd-ts stopped");

@@ -126,7 +126,9 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
       if (text.includes("successfully booted")) resolve();
     };
     onText();
-    exited.then((status) => reject(new Error(`daemon exited with ${status.code} before ready:\n${text}`)));
+    exited.then((status) =>
+      reject(new Error(`daemon exited with ${status.code} before ready:\n${text}`))
+    );
     setTimeout(() => reject(new Error(`daemon not ready after 60s:\n${text}`)), 60_000);
   });
   try {

@@ -34,7 +34,9 @@ async function run(cmd: string, args: string[]): Promise<boolean> {
   return out.success;
 }
 
-const missing = [...new Set(Object.entries(needed).filter(([p]) => !exists(p)).map(([, pkg]) => pkg))];
+const missing = [
+  ...new Set(Object.entries(needed).filter(([p]) => !exists(p)).map(([, pkg]) => pkg)),
+];
 if (missing.length === 0) {
   console.error("setup: ctr, containerd, runc, busybox and curl are present");
 } else if (Deno.uid() !== 0 || !exists("/usr/bin/apt-get")) {

@@ -22,7 +22,9 @@ if (denort) {
   try {
     Deno.statSync(denort);
   } catch {
-    fail(`DENORT_BIN=${denort} does not exist; point it at the denort binary of Deno ${Deno.version.deno}`);
+    fail(
+      `DENORT_BIN=${denort} does not exist; point it at the denort binary of Deno ${Deno.version.deno}`,
+    );
   }
 }
 
@@ -55,12 +57,24 @@ if (!compile.success) {
       : `deno compile failed (exit ${compile.code}); nothing was written to ${target}`,
   );
 }
-const probe = await new Deno.Command(partial, { args: ["--version"], stdout: "piped", stderr: "piped" })
+const probe = await new Deno.Command(partial, {
+  args: ["--version"],
+  stdout: "piped",
+  stderr: "piped",
+})
   .output()
-  .catch((err) => ({ success: false, stdout: new Uint8Array(), stderr: new TextEncoder().encode(String(err)) }));
+  .catch((err) => ({
+    success: false,
+    stdout: new Uint8Array(),
+    stderr: new TextEncoder().encode(String(err)),
+  }));
 if (!probe.success) {
   await Deno.remove(partial).catch(() => {});
-  fail(`the compiled binary does not run (${new TextDecoder().decode(probe.stderr).trim()}); removed it`);
+  fail(
+    `the compiled binary does not run (${
+      new TextDecoder().decode(probe.stderr).trim()
+    }); removed it`,
+  );
 }
 await Deno.rename(partial, target);
 console.error(`build: wrote ${target} (${new TextDecoder().decode(probe.stdout).trim()})`);

@@ -77,7 +77,10 @@ export interface ContentStore {
   /** NotFoundError `content digest <d>: not found` when absent; InvalidArgumentError for a malformed digest. */
   info(digest: string): Promise<BlobInfo>;
   /** Read `size` bytes (or to the end when size <= 0) from `offset`, streamed in chunks. */
-  read(digest: string, options?: { offset?: number; size?: number; chunkSize?: number }): AsyncIterable<Uint8Array>;
+  read(
+    digest: string,
+    options?: { offset?: number; size?: number; chunkSize?: number },
+  ): AsyncIterable<Uint8Array>;
   /** Remove a blob from disk; NotFoundError when absent. */
   delete(digest: string): Promise<void>;
   /** Every blob on disk. */

@@ -51,7 +51,9 @@ export function pluginInfo(record: PluginRecord): Plugin {
 export function filterPlugins(plugins: PluginSet, filters: readonly string[]): Plugin[] {
   const filter = parseAll(filters);
   return plugins.records()
-    .filter((r) => filter.match(adaptRecord({ type: r.registration.type.name, id: r.registration.id })))
+    .filter((r) =>
+      filter.match(adaptRecord({ type: r.registration.type.name, id: r.registration.id }))
+    )
     .map(pluginInfo);
 }
 
