@@ -90,7 +90,12 @@ export class Exchange {
       failed: undefined,
     };
     const signal = options.signal;
-    const onAbort = () => sub.wake?.();
+    // Unregister on abort even when the consumer never resumes this generator (a client that
+    // went away mid-stream), so a stuck reader cannot keep a subscriber alive.
+    const onAbort = () => {
+      this.#subscribers.delete(sub);
+      sub.wake?.();
+    };
     signal?.addEventListener("abort", onAbort);
     this.#subscribers.add(sub);
     try {

@@ -47,3 +47,16 @@ Deno.test("topics must be absolute", () => {
   assert.equal(validateTopic("/tasks/exit"), undefined);
   assert.match(validateTopic("tasks") ?? "", /must start/);
 });
+
+Deno.test("an aborted subscriber is dropped even if its reader never resumes", async () => {
+  const exchange = new Exchange();
+  const controller = new AbortController();
+  const sub = exchange.subscribe({ signal: controller.signal });
+  const first = sub.next();
+  await new Promise((r) => setTimeout(r, 0));
+  exchange.publish(event("/a"));
+  await first;
+  assert.equal(exchange.subscriberCount, 1);
+  controller.abort();
+  assert.equal(exchange.subscriberCount, 0);
+});
