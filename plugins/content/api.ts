@@ -26,6 +26,10 @@ export interface IngestStatus {
   /** Expected digest, "" when unknown. */
   expected: string;
   startedAt: Date;
+  /**
+   * Last write: the later of the recorded time (rewritten at most once a second and at close)
+   * and the data's mtime, so a GC can expire idle ingests (24 h without a lease).
+   */
   updatedAt: Date;
 }
 
@@ -39,9 +43,15 @@ export interface WriterOptions {
 
 /** Options of ContentWriter.commit. */
 export interface CommitOptions {
-  /** When set, the written size must equal it (else FailedPreconditionError). */
+  /**
+   * When set and > 0, the written size must equal it (else FailedPreconditionError
+   * `unexpected commit size N, expected M`). 0 means unknown, as on the wire.
+   */
   size?: number;
-  /** When set, the digest must equal it (else FailedPreconditionError, nothing visible). */
+  /**
+   * When set, the digest must equal it (else FailedPreconditionError `unexpected commit digest
+   * A, expected B`, nothing visible). Defaults to the `expected` given to `writer()`.
+   */
   expected?: string;
 }
 
@@ -55,8 +65,10 @@ export interface ContentWriter {
   /** Current status (offset = bytes written). */
   status(): IngestStatus;
   /**
-   * Write `data` at `offset`. `offset` must equal the current offset (resume/append) or be 0
-   * (restart: truncates); anything else is InvalidArgumentError/OutOfRange.
+   * Write `data` at `offset`. `offset` must equal the current offset (resume/append) or be
+   * below it (rewind: truncates there and recomputes the digest of the kept bytes; 0
+   * restarts). Past the current offset is OutOfRangeError; negative or fractional is
+   * InvalidArgumentError. Calls on one writer run one at a time, in call order.
    */
   write(data: Uint8Array, offset: number): Promise<number>;
   /** Digest of what was written so far (`sha256:<hex>`), computed while streaming. */
@@ -64,6 +76,9 @@ export interface ContentWriter {
   /**
    * Verify size and digest, fsync the data, rename into blobs/ atomically, fsync the parent dir.
    * Returns the committed blob. If the blob exists already: AlreadyExistsError (ingest removed).
+   * As containerd's, the writer is spent and the lock released whatever the outcome (except
+   * InvalidArgumentError for a malformed `expected` or `size`); on a size or digest mismatch
+   * the ingest stays for the client to resume or abort.
    */
   commit(options?: CommitOptions): Promise<BlobInfo>;
   /** Release the lock, keep the partial ingest. */
@@ -76,7 +91,11 @@ export interface ContentStore {
   readonly root: string;
   /** NotFoundError `content digest <d>: not found` when absent; InvalidArgumentError for a malformed digest. */
   info(digest: string): Promise<BlobInfo>;
-  /** Read `size` bytes (or to the end when size <= 0) from `offset`, streamed in chunks. */
+  /**
+   * Read `size` bytes (or to the end when size <= 0; clamped at the end) from `offset`,
+   * streamed in fresh chunks (default 1 MiB). NotFoundError when absent, OutOfRangeError for
+   * an offset past the end.
+   */
   read(
     digest: string,
     options?: { offset?: number; size?: number; chunkSize?: number },
