@@ -7,3 +7,11 @@
 import "./version/version.ts";
 import "./health/health.ts";
 import "./introspection/introspection.ts";
+import "./content/plugin.ts";
+import "./metadata/plugin.ts";
+import "./gc/plugin.ts";
+import "./leases/plugin.ts";
+import "./namespaces/service.ts";
+import "./content/service.ts";
+import "./leases/service.ts";
+import "./events/plugin.ts";

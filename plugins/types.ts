@@ -12,6 +12,7 @@ import type { ContentStore } from "./content/api.ts";
 import type { MetadataStore } from "./metadata/api.ts";
 import type { GarbageCollector } from "./gc/api.ts";
 import type { LeaseManager } from "./leases/api.ts";
+import type { Snapshotter } from "./snapshots/api.ts";
 
 /** Internal daemon helpers (io.containerd.internal.v1). */
 export const InternalPlugin: PluginType<unknown> = pluginType("io.containerd.internal.v1");
@@ -24,7 +25,7 @@ export const GRPCPlugin: PluginType<RpcServices> = pluginType("io.containerd.grp
 /** ttrpc services on the ttrpc socket (io.containerd.ttrpc.v1). */
 export const TTRPCPlugin: PluginType<unknown> = pluginType("io.containerd.ttrpc.v1");
 /** Snapshotters (io.containerd.snapshotter.v1). */
-export const SnapshotPlugin: PluginType<unknown> = pluginType("io.containerd.snapshotter.v1");
+export const SnapshotPlugin: PluginType<Snapshotter> = pluginType("io.containerd.snapshotter.v1");
 /** Task monitors (io.containerd.monitor.v1). */
 export const TaskMonitorPlugin: PluginType<unknown> = pluginType("io.containerd.monitor.v1");
 /** Layer appliers and differs (io.containerd.differ.v1). */

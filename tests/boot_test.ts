@@ -38,7 +38,7 @@ const brokenPlugins = `{
   type: { name: "io.containerd.snapshotter.v1" },
   id: "needs-content",
   requires: [{ name: "io.containerd.content.v1" }],
-  init: (ctx) => ctx.get({ name: "io.containerd.content.v1" }),
+  init: (ctx) => ctx.get({ name: "io.containerd.content.v1" }, "broken"),
 }, {
   type: { name: "io.containerd.snapshotter.v1" },
   id: "zfs-like",
@@ -97,7 +97,7 @@ Deno.test({
       assert.equal(detailed.code, 0, detailed.stderr);
       assert.match(
         detailed.stdout,
-        /requires io\.containerd\.content\.v1: broken failed: disk on fire/,
+        /requires io\.containerd\.content\.v1\.broken: broken failed: disk on fire/,
       );
       assert.match(detailed.stdout, /io\.containerd\.content\.v1/);
 
