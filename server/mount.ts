@@ -116,3 +116,205 @@ export async function cleanupTempMounts(
   }
   return warnings;
 }
+
+// ---------------------------------------------------------------------------------------
+// Performing mounts
+
+/**
+ * One mount to perform, as snapshotters describe it (containerd's `mount.Mount`):
+ * `mount -t <type> -o <options> <source> <target>`. Binds (`type` "bind", or a `bind`/`rbind`
+ * option) are made without `-t`.
+ */
+export interface MountSpec {
+  /** `bind`, `overlay` or any filesystem type the kernel knows. */
+  type: string;
+  /** A directory for binds; a device or a placeholder such as `overlay` otherwise. */
+  source: string;
+  /** Mount options, e.g. `["rbind", "ro"]` or `["workdir=…", "upperdir=…", "lowerdir=…"]`. */
+  options: readonly string[];
+}
+
+/** A mount or unmount failed; the message names the mount, the target and the kernel's reason. */
+export class MountError extends Error {
+  /** `message` names the mount, the target and the reason. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "MountError";
+  }
+}
+
+/**
+ * The size of the kernel's buffer for mount data (one page); longer overlay option strings are
+ * refused, so {@link mountAll} shortens lowerdir lists that would not fit.
+ */
+const MOUNT_DATA_LIMIT = 4096;
+
+async function run(
+  command: string,
+  args: string[],
+  cwd?: string,
+): Promise<{ ok: true } | { ok: false; reason: string }> {
+  const result = await new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    ...(cwd === undefined ? {} : { cwd }),
+  }).output();
+  if (result.success) return { ok: true };
+  const reason = new TextDecoder().decode(result.stderr).trim() || `exit status ${result.code}`;
+  return { ok: false, reason };
+}
+
+function commonDir(paths: readonly string[]): string {
+  const split = paths.map((p) => p.split("/"));
+  const first = split[0] ?? [];
+  let n = 0;
+  // The last component of each path is never part of the common dir, so relative paths
+  // stay non-empty.
+  const shortest = Math.min(...split.map((parts) => parts.length - 1));
+  while (n < shortest && split.every((parts) => parts[n] === first[n])) n++;
+  return first.slice(0, n).join("/");
+}
+
+/**
+ * Options and working directory for an overlay mount: when the option string would not fit
+ * the kernel's page of mount data, the lowerdirs are given relative to their common parent
+ * and `mount` runs there (containerd's compactLowerdirOption).
+ */
+function compactOverlay(options: readonly string[]): { options: string[]; cwd?: string } {
+  if (options.join(",").length < MOUNT_DATA_LIMIT) return { options: [...options] };
+  const at = options.findIndex((o) => o.startsWith("lowerdir="));
+  const lower = at >= 0 ? options[at] : undefined;
+  if (lower === undefined) return { options: [...options] };
+  const dirs = lower.slice("lowerdir=".length).split(":");
+  if (dirs.length < 2 || !dirs.every((d) => d.startsWith("/"))) return { options: [...options] };
+  const common = commonDir(dirs);
+  if (common === "") return { options: [...options] };
+  const relative = dirs.map((d) => d.slice(common.length + 1));
+  const out = [...options];
+  out[at] = `lowerdir=${relative.join(":")}`;
+  return { options: out, cwd: common };
+}
+
+function isBind(m: MountSpec): boolean {
+  return m.type === "bind" || m.options.includes("bind") || m.options.includes("rbind");
+}
+
+function describe(m: MountSpec): string {
+  return `${m.type} mount of ${m.source}`;
+}
+
+/** Perform one mount with util-linux `mount`. */
+async function mountOne(m: MountSpec, target: string): Promise<void> {
+  let options = [...m.options];
+  let cwd: string | undefined;
+  if (m.type === "overlay") ({ options, cwd } = compactOverlay(options));
+  const args = isBind(m) ? [] : ["-t", m.type];
+  if (options.length > 0) args.push("-o", options.join(","));
+  args.push(m.source, target);
+  const done = await run("mount", args, cwd);
+  if (!done.ok) throw new MountError(`${describe(m)} on ${target} failed: ${done.reason}`);
+  if (isBind(m) && m.options.includes("ro")) {
+    // Make sure the bind is read-only even where mount(8) does not remount it by itself.
+    const remount = await run("mount", ["-o", "remount,bind,ro", target]);
+    if (!remount.ok) {
+      await unmountAll(target).catch(() => {});
+      throw new MountError(
+        `${describe(m)} on ${target}: remount read-only failed: ${remount.reason}`,
+      );
+    }
+  }
+}
+
+/**
+ * Mount each of `mounts`, in order, onto `target` (containerd's `mount.All`). When one fails,
+ * the ones this call made are unmounted again and a MountError names the failed mount.
+ */
+export async function mountAll(mounts: readonly MountSpec[], target: string): Promise<void> {
+  let mounted = 0;
+  try {
+    for (const m of mounts) {
+      await mountOne(m, target);
+      mounted++;
+    }
+  } catch (err) {
+    for (let i = 0; i < mounted; i++) {
+      if (!(await run("umount", [target])).ok) break;
+    }
+    throw err;
+  }
+}
+
+/** True when `target` or anything below it is a mount point in this mount namespace. */
+export async function isMounted(target: string): Promise<boolean> {
+  const mounts = await readMounts();
+  return mounts.some((m) => m.mountPoint === target) || mountsUnder(mounts, target).length > 0;
+}
+
+/**
+ * Unmount everything mounted at or below `target`, stacked mounts included (containerd's
+ * `mount.UnmountAll`). A busy mount is detached lazily (`umount -l`) rather than left; a
+ * MountError is thrown only when something is still mounted after that.
+ */
+export async function unmountAll(target: string): Promise<void> {
+  let lastReason = "";
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const mounts = await readMounts();
+    const below = mountsUnder(mounts, target);
+    const points = mounts.some((m) => m.mountPoint === target) ? [target] : below;
+    if (points.length === 0) return;
+    for (const point of points) {
+      const done = await run("umount", ["-R", point]);
+      if (!done.ok) {
+        lastReason = done.reason;
+        const lazy = await run("umount", ["-l", "-R", point]);
+        if (!lazy.ok) lastReason = lazy.reason;
+      }
+    }
+  }
+  if (await isMounted(target)) {
+    throw new MountError(`unmount ${target}: still mounted after retries: ${lastReason}`);
+  }
+}
+
+/**
+ * Mount `mounts` on a fresh directory under `<root>/tmpmounts`, run `fn` with its path and
+ * always unmount and remove the directory afterwards — also when `fn` or the mount throws
+ * (containerd's `mount.WithTempMount`). `fn`'s error wins over a cleanup error. The directory
+ * is removed only when empty, so a mount that would not go away never loses its contents.
+ */
+export async function withTempMount<T>(
+  root: string,
+  mounts: readonly MountSpec[],
+  fn: (dir: string) => T | Promise<T>,
+): Promise<T> {
+  const base = `${root}/tmpmounts`;
+  await Deno.mkdir(base, { recursive: true, mode: 0o700 });
+  const dir = await Deno.makeTempDir({ dir: base, prefix: "containerd-mount" });
+  let failed = false;
+  try {
+    await mountAll(mounts, dir);
+    return await fn(dir);
+  } catch (err) {
+    failed = true;
+    throw err;
+  } finally {
+    let cleanupError: unknown;
+    try {
+      await unmountAll(dir);
+    } catch (err) {
+      cleanupError = err;
+    }
+    try {
+      await Deno.remove(dir);
+    } catch (err) {
+      cleanupError ??= new MountError(`remove temp mount dir ${dir}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    // A cleanup failure is reported unless fn's own error is already on its way out.
+    // deno-lint-ignore no-unsafe-finally
+    if (cleanupError !== undefined && !failed) throw cleanupError;
+  }
+}

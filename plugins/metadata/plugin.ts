@@ -10,7 +10,7 @@
  */
 import { register } from "../../server/plugin.ts";
 import { configSchema, field } from "../../server/schema.ts";
-import { ContentPlugin, MetadataPlugin } from "../types.ts";
+import { ContentPlugin, MetadataPlugin, SnapshotPlugin } from "../types.ts";
 import type { MetadataStore } from "./api.ts";
 import { SqliteMetadataStore } from "./store.ts";
 
@@ -22,7 +22,7 @@ export const metadataConfig = configSchema({
 register({
   type: MetadataPlugin,
   id: "sqlite",
-  requires: [ContentPlugin],
+  requires: [ContentPlugin, SnapshotPlugin],
   config: metadataConfig,
   async init(ctx): Promise<MetadataStore> {
     const content = ctx.get(ContentPlugin);
