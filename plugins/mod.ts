@@ -18,3 +18,7 @@ import "./namespaces/service.ts";
 import "./content/service.ts";
 import "./leases/service.ts";
 import "./events/plugin.ts";
+import "./snapshots/service.ts";
+import "./diff/plugin.ts";
+import "./diff/service.ts";
+import "./images/service.ts";

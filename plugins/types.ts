@@ -13,6 +13,7 @@ import type { MetadataStore } from "./metadata/api.ts";
 import type { GarbageCollector } from "./gc/api.ts";
 import type { LeaseManager } from "./leases/api.ts";
 import type { Snapshotter } from "./snapshots/api.ts";
+import type { Differ } from "./diff/differ.ts";
 
 /** Internal daemon helpers (io.containerd.internal.v1). */
 export const InternalPlugin: PluginType<unknown> = pluginType("io.containerd.internal.v1");
@@ -29,7 +30,7 @@ export const SnapshotPlugin: PluginType<Snapshotter> = pluginType("io.containerd
 /** Task monitors (io.containerd.monitor.v1). */
 export const TaskMonitorPlugin: PluginType<unknown> = pluginType("io.containerd.monitor.v1");
 /** Layer appliers and differs (io.containerd.differ.v1). */
-export const DiffPlugin: PluginType<unknown> = pluginType("io.containerd.differ.v1");
+export const DiffPlugin: PluginType<Differ> = pluginType("io.containerd.differ.v1");
 /** The metadata store (io.containerd.metadata.v1). */
 export const MetadataPlugin: PluginType<MetadataStore> = pluginType("io.containerd.metadata.v1");
 /** The local content store (io.containerd.content.v1). */
