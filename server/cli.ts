@@ -187,6 +187,19 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return 0;
     },
   },
+  status: {
+    args: "[-a SOCK] [flags]",
+    summary: "whether the daemon serves; its version, uptime and plugins",
+    options: {
+      config: { type: "string", short: "c" },
+      address: { type: "string", short: "a" },
+      "debug-address": { type: "string" },
+    },
+    async run(ctx) {
+      const { runStatus } = await import("./status.ts");
+      return await runStatus(ctx);
+    },
+  },
 };
 
 /** The usage text of `--help`. */
