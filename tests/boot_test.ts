@@ -421,3 +421,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test("health answers SERVING for the daemon and mounted services, NotFound for others", async () => {
+  const daemon = await startDaemon();
+  const check = (service: string) =>
+    sh("curl", [
+      "-sS",
+      "--http2-prior-knowledge",
+      "--unix-socket",
+      daemon.address,
+      "-H",
+      "content-type: application/json",
+      "-d",
+      JSON.stringify({ service }),
+      "http://localhost/grpc.health.v1.Health/Check",
+    ]);
+  try {
+    assert.equal(JSON.parse((await check("")).stdout).status, "SERVING");
+    const version = await check("containerd.services.version.v1.Version");
+    assert.equal(JSON.parse(version.stdout).status, "SERVING");
+    const unknown = JSON.parse((await check("no.such.Service")).stdout);
+    assert.equal(unknown.code, "not_found");
+    assert.match(unknown.message, /unknown service no\.such\.Service/);
+  } finally {
+    await daemon.stop();
+  }
+});

@@ -6,14 +6,31 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import { register } from "../../server/plugin.ts";
-import { type RpcServices, serviceSpec } from "../../server/rpc.ts";
+import { type PluginSet, register } from "../../server/plugin.ts";
+import { type RpcServices, servesRpc, serviceSpec } from "../../server/rpc.ts";
+import { NotFoundError } from "../../server/errdefs.ts";
 import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
   HealthCheckResponseSchema,
 } from "../../proto/gen/grpc/health/v1/health_pb.ts";
 import { GRPCPlugin } from "../types.ts";
+
+/**
+ * Whether `service` is one the health protocol knows: "" (the whole daemon) or the full name
+ * of a mounted gRPC service. Unknown names get NotFound, as the gRPC health spec asks.
+ */
+export function knownService(plugins: PluginSet, service: string): boolean {
+  if (service === "") return true;
+  return plugins.records().some((record) =>
+    record.status === "ok" && servesRpc(record.instance) &&
+    record.instance.services.some((spec) => spec.service.typeName === service)
+  );
+}
+
+function checkKnown(plugins: PluginSet, service: string): void {
+  if (!knownService(plugins, service)) throw new NotFoundError(`unknown service ${service}`);
+}
 
 register({
   type: GRPCPlugin,
@@ -23,8 +40,12 @@ register({
     const status = () => daemonStopping.aborted ? ServingStatus.NOT_SERVING : ServingStatus.SERVING;
     return {
       services: [serviceSpec(Health, {
-        check: () => create(HealthCheckResponseSchema, { status: status() }),
-        async *watch(_request, call) {
+        check: (request) => {
+          checkKnown(ctx.plugins, request.service);
+          return create(HealthCheckResponseSchema, { status: status() });
+        },
+        async *watch(request, call) {
+          checkKnown(ctx.plugins, request.service);
           yield create(HealthCheckResponseSchema, { status: status() });
           if (daemonStopping.aborted) return;
           // Wait until the daemon stops or the client goes away, then report the change.
