@@ -1,0 +1,242 @@
+/**
+ * Listeners of the gRPC servers: the unix socket clients dial, an optional TCP address, and a
+ * graceful close.
+ *
+ * containerd's socket rules, kept here so the daemon and its tests share them: the parent
+ * directory is created 0711; a socket file left by a crashed daemon is removed, but only after
+ * a connect probe shows nothing listens on it (a live daemon never loses its socket to a second
+ * one started by mistake); the socket gets mode 0660 and the configured owner.
+ * {@link closeServer} stops accepting, sends GOAWAY to every HTTP/2 session so running RPCs
+ * finish and new ones go elsewhere, and destroys what is still open after a grace period.
+ *
+ * @example
+ * ```ts
+ * import http2 from "node:http2";
+ * import { closeServer, listenUnix } from "./listen.ts";
+ * const dir = await Deno.makeTempDir();
+ * const server = http2.createServer();
+ * const [uid, gid] = [Deno.uid() ?? 0, Deno.gid() ?? 0];
+ * await listenUnix(server, { path: `${dir}/containerd.sock`, uid, gid });
+ * await closeServer(server);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ * @module
+ */
+import type * as http2 from "node:http2";
+import type * as net from "node:net";
+import * as path from "node:path";
+import { AddressInUseError, splitHostPort } from "./http_listen.ts";
+
+/**
+ * Thrown when the socket path is held by a live listener or is not a socket; the same class as
+ * http_listen.ts throws, so callers catch one type for every listener.
+ */
+export { AddressInUseError };
+
+/** Options of {@link listenUnix}. */
+export interface UnixListenOptions {
+  /** Socket path; relative paths resolve against the working directory. */
+  path: string;
+  /** Owner of the socket; changed only when it differs from this process's uid. */
+  uid: number;
+  /** Group of the socket; changed only when it differs from this process's gid. */
+  gid: number;
+  /** Mode of the socket. Default 0o660, as containerd's. */
+  mode?: number;
+}
+
+/** Options of {@link closeServer}. */
+export interface CloseOptions {
+  /**
+   * How long open sessions may keep running after GOAWAY before they are destroyed.
+   * Default 10 000 ms (the daemon's drain timeout).
+   */
+  graceMs?: number;
+}
+
+/** Longest unix socket path the kernel takes (sun_path is 108 bytes with its NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/** Connections and HTTP/2 sessions of a server, for closeServer. */
+interface Tracked {
+  readonly sockets: Set<net.Socket>;
+  readonly sessions: Set<http2.Http2Session>;
+}
+
+type AnyServer = net.Server | http2.Http2Server;
+
+/** Per-server tracking lives on the server object itself, never in module state. */
+const TRACKED = Symbol("containerd-ts.listen.tracked");
+
+function track(server: AnyServer): Tracked {
+  const holder = server as AnyServer & { [TRACKED]?: Tracked };
+  const existing = holder[TRACKED];
+  if (existing) return existing;
+  const tracked: Tracked = { sockets: new Set(), sessions: new Set() };
+  server.on("connection", (socket: net.Socket) => {
+    tracked.sockets.add(socket);
+    socket.once("close", () => tracked.sockets.delete(socket));
+  });
+  server.on("session", (session: http2.Http2Session) => {
+    tracked.sessions.add(session);
+    session.once("close", () => tracked.sessions.delete(session));
+  });
+  Object.defineProperty(server, TRACKED, { value: tracked });
+  return tracked;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Listen on a unix socket: creates the parent dir (0711), removes a leftover socket file ONLY
+ * after a connect probe shows nothing listens (a live socket → throw an Error naming the path:
+ * "another daemon is listening on <path>"), chmod mode, chown uid/gid when they differ from
+ * current.
+ */
+export async function listenUnix(server: AnyServer, options: UnixListenOptions): Promise<void> {
+  const socketPath = path.resolve(options.path);
+  if (new TextEncoder().encode(socketPath).byteLength > MAX_SOCKET_PATH_BYTES) {
+    throw new Error(
+      `socket path ${socketPath} is too long (a unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} bytes)`,
+    );
+  }
+  try {
+    await Deno.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o711 });
+  } catch (err) {
+    throw new Error(`create directory of socket ${socketPath}: ${messageOf(err)}`, { cause: err });
+  }
+  await removeStaleSocket(socketPath);
+  track(server);
+  await listenOn(server, (done) => server.listen(socketPath, done));
+  try {
+    await Deno.chmod(socketPath, options.mode ?? 0o660);
+    const uid = options.uid === Deno.uid() ? null : options.uid;
+    const gid = options.gid === Deno.gid() ? null : options.gid;
+    if (uid !== null || gid !== null) await Deno.chown(socketPath, uid, gid);
+  } catch (err) {
+    await closeServer(server, { graceMs: 0 });
+    await Deno.remove(socketPath).catch(() => {});
+    throw new Error(
+      `set mode and owner of socket ${socketPath} (uid ${options.uid}, gid ${options.gid}): ${
+        messageOf(err)
+      }`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * Remove `socketPath` if it is a socket nobody listens on. A live socket throws "another
+ * daemon is listening on <path>"; a path that is not a socket is refused rather than deleted.
+ */
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.lstat(socketPath);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw new Error(`inspect socket ${socketPath}: ${messageOf(err)}`, { cause: err });
+  }
+  if (!stat.isSocket) {
+    throw new AddressInUseError(`cannot listen on ${socketPath}: it exists and is not a socket`);
+  }
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path: socketPath });
+  } catch (err) {
+    if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.NotFound) {
+      try {
+        await Deno.remove(socketPath);
+      } catch (removeErr) {
+        if (!(removeErr instanceof Deno.errors.NotFound)) {
+          throw new Error(`remove stale socket ${socketPath}: ${messageOf(removeErr)}`, {
+            cause: removeErr,
+          });
+        }
+      }
+      return;
+    }
+    throw new Error(`probe socket ${socketPath}: ${messageOf(err)}`, { cause: err });
+  }
+  conn.close();
+  throw new AddressInUseError(`another daemon is listening on ${socketPath}`);
+}
+
+/** host:port → listen; returns the bound address. */
+export async function listenTcp(
+  server: AnyServer,
+  address: string,
+): Promise<{ host: string; port: number }> {
+  const { host, port } = splitHostPort(address);
+  track(server);
+  await listenOn(
+    server,
+    (done) => host === "" ? server.listen(port, done) : server.listen(port, host, done),
+  );
+  const bound = server.address();
+  if (bound === null || typeof bound === "string") {
+    throw new Error(`listen on ${address}: no TCP address bound`);
+  }
+  return { host: bound.address, port: bound.port };
+}
+
+function listenOn(server: AnyServer, start: (done: () => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once("error", onError);
+    start(() => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Stop accepting connections, send GOAWAY to open HTTP/2 sessions (running RPCs finish, new
+ * ones are refused), and destroy what is still open after `graceMs`. Resolves when every
+ * connection is gone; never rejects, so shutdown paths can always await it.
+ */
+export async function closeServer(server: AnyServer, options: CloseOptions = {}): Promise<void> {
+  const graceMs = options.graceMs ?? 10_000;
+  const tracked = (server as AnyServer & { [TRACKED]?: Tracked })[TRACKED];
+  const closed = new Promise<void>((resolve) => {
+    try {
+      server.close(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
+  const destroyAll = () => {
+    if (!tracked) return;
+    for (const session of tracked.sessions) {
+      try {
+        session.destroy();
+      } catch { /* already gone */ }
+    }
+    for (const socket of tracked.sockets) socket.destroy();
+  };
+  if (tracked) {
+    for (const session of tracked.sessions) {
+      try {
+        session.close();
+      } catch { /* already closing */ }
+    }
+    if (tracked.sessions.size === 0) { for (const socket of tracked.sockets) socket.end(); }
+  }
+  if (graceMs <= 0) {
+    destroyAll();
+    await closed;
+    return;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const grace = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      destroyAll();
+      resolve();
+    }, graceMs);
+  });
+  await Promise.race([closed, grace.then(() => closed)]);
+  clearTimeout(timer);
+}

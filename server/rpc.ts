@@ -1,0 +1,986 @@
+/**
+ * The daemon's RPC handler on node:http2: gRPC, gRPC-web and Connect (binary and JSON) on one
+ * socket, through Connect's router, plus a gRPC fast path (unary, server streams) beside it.
+ *
+ * Why not connect-node's `connectNodeAdapter`: on Deno's node:http2 it runs 5–10× slower than
+ * containerd (see /work/shared/DENO-HTTP2.md). This module owns two thin paths instead:
+ *
+ * - **Fast path** — unary and server-streaming methods called with `application/grpc` /
+ *   `application/grpc+proto` and no compression, which is everything `ctr` and the Go client
+ *   send for them: collect the body with 'data'/'end' events, parse the 5-byte envelope,
+ *   `fromBinary`, run the SAME interceptor chain Connect runs (`invokeUnaryImplementation` /
+ *   `transformInvokeImplementation` with a HandlerContext from `createHandlerContext`),
+ *   `toBinary`, and answer with one write plus trailers (unary) or one write per message with
+ *   backpressure (server streams — `ctr content get` makes one Read stream per 32 KiB).
+ *   Errors before the first message are trailers-only responses, as grpc-go sends them.
+ * - **Router path** — everything else (client/bidi streams, Connect, gRPC-web, JSON, compressed) to
+ *   Connect's universal handlers through a small stream-API adapter: the request body is
+ *   collected (single-request methods) or queued with backpressure (client/bidi streams), the
+ *   response is written with `waitForTrailers`, and an error with no body becomes a
+ *   trailers-only response.
+ *
+ * Unknown services and methods answer gRPC status 12 (HTTP 200) to gRPC and gRPC-web clients,
+ * and Connect's `unimplemented` error (HTTP 404) to everything else. Session and stream errors
+ * (clients closing abruptly or being SIGKILLed) are caught and logged at debug level.
+ *
+ * @example
+ * ```ts
+ * import http2 from "node:http2";
+ * import { createRpcHandler, serviceSpec } from "./rpc.ts";
+ * import { silentLogger } from "./log.ts";
+ * import { Version } from "../proto/gen/containerd/services/version/v1/version_pb.ts";
+ *
+ * const rpc = createRpcHandler({
+ *   services: [serviceSpec(Version, { version: () => ({ version: "1.6.20", revision: "x" }) })],
+ *   interceptors: [],
+ *   maxRecvMessageBytes: 16 << 20,
+ *   maxSendMessageBytes: 16 << 20,
+ *   log: silentLogger(),
+ * });
+ * const server = http2.createServer();
+ * rpc.attach(server);
+ * ```
+ * @module
+ */
+import type * as http2 from "node:http2";
+import { constants as h2constants } from "node:http2";
+import { Buffer } from "node:buffer";
+import {
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createConnectRouter,
+  createHandlerContext,
+  createServiceImplSpec,
+  type HandlerContext,
+  type Interceptor,
+  type MethodImplSpec,
+  type ServiceImpl,
+} from "@connectrpc/connect";
+import {
+  invokeUnaryImplementation,
+  transformInvokeImplementation,
+  type UniversalHandler,
+  type UniversalServerRequest,
+  type UniversalServerResponse,
+} from "@connectrpc/connect/protocol";
+import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { compressionGzip } from "@connectrpc/connect-node";
+import type { Logger } from "./log.ts";
+
+/** A Connect service and its implementation, as a plugin hands it to the server. */
+export interface ServiceSpec {
+  /** The generated service descriptor (e.g. `Version` from version_pb.ts). */
+  readonly service: DescService;
+  /** Method implementations by local name; missing methods answer Unimplemented. */
+  readonly impl: Partial<ServiceImpl<DescService>>;
+}
+
+/**
+ * Pair a service descriptor with its implementation, type-checked against the descriptor, so a
+ * plugin's `services` list is checked where it is written and erased to {@link ServiceSpec}.
+ */
+export function serviceSpec<S extends DescService>(
+  service: S,
+  impl: Partial<ServiceImpl<S>>,
+): ServiceSpec {
+  return { service, impl: impl as Partial<ServiceImpl<DescService>> };
+}
+
+/** A plugin instance that serves RPCs has `services`; the server mounts them on its socket. */
+export interface RpcServices {
+  readonly services: readonly ServiceSpec[];
+}
+
+/**
+ * Whether a plugin instance serves RPCs (has a `services` array of {@link ServiceSpec}); lets
+ * the server mount services without knowing any plugin by name.
+ */
+export function servesRpc(instance: unknown): instance is RpcServices {
+  if (typeof instance !== "object" || instance === null) return false;
+  const services = (instance as { services?: unknown }).services;
+  return Array.isArray(services) &&
+    services.every((s) =>
+      typeof s === "object" && s !== null && "service" in s && "impl" in s &&
+      typeof (s as { service: { typeName?: unknown } }).service?.typeName === "string"
+    );
+}
+
+/** Options of {@link createRpcHandler}. */
+export interface RpcHandlerOptions {
+  /** Every service mounted on the socket; a duplicate service name throws. */
+  services: readonly ServiceSpec[];
+  /** Connect interceptors, outermost first; applied on the router path and the fast path. */
+  interceptors: readonly Interceptor[];
+  /** Largest request message accepted; over → ResourceExhausted (gRPC 8). */
+  maxRecvMessageBytes: number;
+  /** Largest response message sent; over → ResourceExhausted (gRPC 8). */
+  maxSendMessageBytes: number;
+  /** Where session/stream failures and handler crashes are reported. */
+  log: Logger;
+}
+
+/** The RPC side of the gRPC listeners: attach it to servers, count and drain RPCs. */
+export interface RpcHandler {
+  /** Attach to an http2 server (createServer from node:http2): handles every stream. */
+  attach(server: http2.Http2Server): void;
+  /** RPCs currently running (debug vars, graceful shutdown). */
+  readonly inFlight: number;
+  /** Resolves when inFlight reaches 0 (or the signal aborts). */
+  drain(signal: AbortSignal): Promise<void>;
+}
+
+/** A unary method served on the fast path. */
+interface FastMethod {
+  readonly method: DescMethod;
+  readonly spec: Extract<MethodImplSpec, { kind: "unary" | "server_streaming" }>;
+}
+
+type NodeHeaders = Record<string, string | string[]>;
+/** Take a hold on an RPC; the returned function releases it (idempotent). */
+type Hold = () => () => void;
+
+const GRPC_CONTENT_TYPE = "application/grpc";
+const GRPC_FAST_CONTENT_TYPE = /^application\/grpc(?:\+proto)?$/i;
+const GRPC_LIKE_CONTENT_TYPE = /^application\/grpc(?:-web(?:-text)?)?(?:[+;]|$)/i;
+const GRPC_WEB_CONTENT_TYPE = /^application\/grpc-web/i;
+/** Bytes queued from a streaming request before the stream is paused. */
+const QUEUE_HIGH_WATER = 1 << 20;
+const EMPTY = new Uint8Array(0);
+/** Messages at least this large are written as prefix + payload, without a copy. */
+const SEPARATE_WRITE_BYTES = 64 * 1024;
+/** Longest delay setTimeout holds; longer ones overflow and fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Build the handler for a set of services. Throws when two specs name the same service, so a
+ * plugin registering a taken service fails at boot instead of being silently shadowed.
+ */
+export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
+  const { log, interceptors } = options;
+  const maxRecv = options.maxRecvMessageBytes;
+  const maxSend = options.maxSendMessageBytes;
+  const router = createConnectRouter({
+    interceptors: [...interceptors],
+    readMaxBytes: maxRecv,
+    writeMaxBytes: maxSend,
+    acceptCompression: [compressionGzip],
+    // Accept compressed requests but never compress responses: containerd does not, and
+    // gzip of 1 MiB content reads would cost more CPU than the socket saves.
+    compressMinBytes: Number.MAX_SAFE_INTEGER,
+  });
+  const services = new Set<string>();
+  const fast = new Map<string, FastMethod>();
+  for (const spec of options.services) {
+    if (services.has(spec.service.typeName)) {
+      throw new Error(`service ${spec.service.typeName} is registered twice`);
+    }
+    services.add(spec.service.typeName);
+    router.service(spec.service, spec.impl);
+    const implSpec = createServiceImplSpec(spec.service, spec.impl);
+    for (const method of spec.service.methods) {
+      const m = implSpec.methods[method.localName];
+      if (m?.kind === "unary" || m?.kind === "server_streaming") {
+        fast.set(`/${spec.service.typeName}/${method.name}`, { method: m.method, spec: m });
+      }
+    }
+  }
+  const routes = new Map<string, UniversalHandler>();
+  for (const h of router.handlers) routes.set(h.requestPath, h);
+  const chain = [...interceptors];
+  // The reason a finished RPC's context signal carries. Aborting without a reason would build
+  // a DOMException (and its stack) per call: 10% of the fast path's CPU when measured.
+  const completed = new ConnectError("the RPC completed", Code.Canceled);
+
+  let inFlight = 0;
+  const drainWaiters = new Set<() => void>();
+  /**
+   * Count an RPC from its stream's arrival until both the stream closed and every hold taken
+   * on it (the running implementation, the response writer) was released.
+   */
+  const begin = (stream: http2.ServerHttp2Stream): Hold => {
+    inFlight++;
+    let pending = 1;
+    const release = () => {
+      if (--pending > 0) return;
+      inFlight--;
+      if (inFlight === 0) { for (const wake of [...drainWaiters]) wake(); }
+    };
+    stream.once("close", release);
+    return () => {
+      pending++;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        release();
+      };
+    };
+  };
+
+  const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+    const hold = begin(stream);
+    stream.on("error", (err) => log.debug("rpc stream error", { error: err }));
+    try {
+      route(stream, headers, hold);
+    } catch (err) {
+      log.error("rpc dispatch failed", { error: err, stack: (err as Error)?.stack });
+      if (!stream.destroyed) stream.destroy();
+    }
+  };
+
+  const route = (
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    hold: Hold,
+  ): void => {
+    const fullPath = headers[":path"] ?? "";
+    const q = fullPath.indexOf("?");
+    const path = q < 0 ? fullPath : fullPath.slice(0, q);
+    const contentType = headers["content-type"] ?? "";
+    const fastMethod = fast.get(path);
+    if (
+      fastMethod !== undefined && GRPC_FAST_CONTENT_TYPE.test(contentType) &&
+      headers[":method"] === "POST" && isIdentity(headers["grpc-encoding"])
+    ) {
+      serveFast(stream, headers, path, fastMethod, hold);
+      return;
+    }
+    const handler = routes.get(path);
+    if (handler !== undefined) {
+      serveUniversal(stream, headers, handler, hold);
+      return;
+    }
+    const slash = path.lastIndexOf("/");
+    const serviceName = path.slice(1, slash > 0 ? slash : undefined);
+    const message = slash > 0 && services.has(serviceName)
+      ? `unknown method ${path.slice(slash + 1)} for service ${serviceName}`
+      : `unknown service ${serviceName}`;
+    if (GRPC_LIKE_CONTENT_TYPE.test(contentType)) {
+      const responseType = GRPC_WEB_CONTENT_TYPE.test(contentType)
+        ? contentType
+        : GRPC_CONTENT_TYPE;
+      sendTrailersOnly(stream, new ConnectError(message, Code.Unimplemented), responseType);
+    } else {
+      const body = errorToJsonBytes(new ConnectError(message, Code.Unimplemented), {});
+      respondSafely(
+        stream,
+        {
+          ":status": "404",
+          "content-type": "application/json",
+          "content-length": String(body.byteLength),
+        },
+        { endStream: false },
+        body,
+      );
+    }
+    discardRequest(stream);
+  };
+
+  /**
+   * The gRPC fast path for unary and server-streaming methods: one request envelope in; one
+   * envelope (unary) or a stream of envelopes out, then trailers. Errors before the first
+   * response message are trailers-only responses.
+   */
+  const serveFast = (
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    path: string,
+    fm: FastMethod,
+    hold: Hold,
+  ): void => {
+    /** The final status is decided (sent, or the client is gone). */
+    let answered = false;
+    let requestEnded = false;
+    const timeout = parseTimeout(
+      headerValue(headers["grpc-timeout"]) ?? null,
+      Number.MAX_SAFE_INTEGER,
+    );
+    // Deadlines past what a timer can hold (~24.8 days) would fire at once: treat as none.
+    const timeoutMs = timeout.timeoutMs !== undefined && timeout.timeoutMs <= MAX_TIMER_MS
+      ? timeout.timeoutMs
+      : undefined;
+    const context = createHandlerContext({
+      service: fm.method.parent,
+      method: fm.method,
+      protocolName: "grpc",
+      requestMethod: "POST",
+      url: `http://${headerValue(headers[":authority"]) ?? "localhost"}${path}`,
+      ...(timeoutMs !== undefined && timeout.error === undefined ? { timeoutMs } : {}),
+      requestHeader: webHeaderInit(headers),
+    });
+    stream.once("close", () => {
+      if (!answered) {
+        answered = true;
+        context.abort(new ConnectError("the client canceled the request", Code.Canceled));
+      } else {
+        context.abort(completed);
+      }
+    });
+    /** Trailers of a response whose headers went out; sent on 'wantTrailers'. */
+    let trailers: NodeHeaders = { "grpc-status": "0" };
+    const respondHeaders = (): void => {
+      const head: NodeHeaders = { ":status": "200", "content-type": GRPC_CONTENT_TYPE };
+      addHeaders(head, context.responseHeader);
+      stream.respond(head, { waitForTrailers: true });
+      stream.once("wantTrailers", () => {
+        try {
+          stream.sendTrailers(trailers);
+        } catch (err) {
+          log.debug("rpc trailers not sent", { error: err });
+        }
+      });
+    };
+    /** End the RPC with `err` (or OK): trailers-only before any message, else trailers. */
+    const finish = (err?: unknown): void => {
+      if (answered) return;
+      answered = true;
+      if (stream.destroyed || stream.closed) return;
+      try {
+        if (!stream.headersSent) {
+          if (err === undefined) {
+            const head: NodeHeaders = { ":status": "200", "content-type": GRPC_CONTENT_TYPE };
+            addHeaders(head, context.responseHeader);
+            addHeaders(head, context.responseTrailer);
+            head["grpc-status"] = "0";
+            stream.respond(head, { endStream: true });
+          } else {
+            sendTrailersOnly(stream, errorFor(err), GRPC_CONTENT_TYPE, context);
+          }
+        } else {
+          const t: NodeHeaders = {};
+          addHeaders(t, context.responseTrailer);
+          if (err === undefined) t["grpc-status"] = "0";
+          else addHeaders(t, grpcStatusHeaders(errorFor(err)));
+          trailers = t;
+          stream.end();
+        }
+      } catch (e) {
+        log.debug("rpc response not sent", { error: e });
+      }
+      if (!requestEnded) closeAfterResponse(stream);
+      context.abort(completed);
+    };
+    if (timeout.error !== undefined) {
+      finish(timeout.error);
+      discardRequest(stream);
+      return;
+    }
+    // A deadline that passes before the answer: reply DeadlineExceeded now, whatever the
+    // implementation does with its aborted signal.
+    context.signal.addEventListener("abort", () => {
+      const reason = context.signal.reason;
+      if (reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) finish(reason);
+    }, { once: true });
+
+    let chunks: Buffer[] = [];
+    let size = 0;
+    let declared = -1;
+    stream.on("data", (chunk: Buffer) => {
+      if (answered) return;
+      chunks.push(chunk);
+      size += chunk.length;
+      if (declared < 0) {
+        if (size < 5) return;
+        if (chunks.length > 1) chunks = [Buffer.concat(chunks)];
+        declared = chunks[0]!.readUInt32BE(1);
+        if (declared > maxRecv) {
+          finish(
+            new ConnectError(
+              `grpc: received message larger than max (${declared} vs. ${maxRecv})`,
+              Code.ResourceExhausted,
+            ),
+          );
+          return;
+        }
+      }
+      if (size > 5 + declared) finish(extraMessageError(fm.spec.kind));
+    });
+    stream.once("end", () => {
+      requestEnded = true;
+      if (answered) return;
+      let input: MessageShape<DescMessage>;
+      try {
+        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        chunks = [];
+        input = parseRequestEnvelope(body, fm.method.input, maxRecv, fm.spec.kind);
+      } catch (err) {
+        finish(err);
+        return;
+      }
+      const release = hold();
+      if (fm.spec.kind === "unary") {
+        invokeUnaryImplementation(fm.spec, context, input, chain).then((output) => {
+          if (answered) return;
+          const bytes = toBinary(fm.method.output, output);
+          if (bytes.byteLength > maxSend) {
+            finish(sendTooLarge(bytes.byteLength, maxSend));
+            return;
+          }
+          answered = true;
+          if (stream.destroyed || stream.closed) return;
+          try {
+            respondHeaders();
+            const t: NodeHeaders = {};
+            addHeaders(t, context.responseTrailer);
+            t["grpc-status"] = "0";
+            trailers = t;
+            stream.end(envelopeOf(bytes));
+          } catch (err) {
+            log.debug("rpc response not sent", { error: err });
+          }
+          context.abort(completed);
+        }, finish).finally(release);
+      } else {
+        streamResponses(input).then(() => finish(), finish).finally(release);
+      }
+    });
+
+    /** Run a server-streaming implementation, writing each message as it comes. */
+    const streamResponses = async (input: MessageShape<DescMessage>): Promise<void> => {
+      const output = transformInvokeImplementation(fm.spec, context, chain)(
+        singleMessage(input),
+      )[Symbol.asyncIterator]();
+      try {
+        for (;;) {
+          const next = await output.next();
+          if (next.done || answered) return;
+          const bytes = toBinary(fm.method.output, next.value);
+          if (bytes.byteLength > maxSend) throw sendTooLarge(bytes.byteLength, maxSend);
+          if (stream.destroyed || stream.closed) return;
+          if (!stream.headersSent) respondHeaders();
+          let writable: boolean;
+          if (bytes.byteLength >= SEPARATE_WRITE_BYTES) {
+            // Large messages (content reads): the 5-byte prefix and the payload as two
+            // writes instead of copying the payload into one buffer.
+            stream.write(envelopePrefix(bytes.byteLength));
+            writable = stream.write(bytes);
+          } else {
+            writable = stream.write(envelopeOf(bytes));
+          }
+          if (!writable) await drained(stream);
+        }
+      } finally {
+        output.return?.().catch(() => {});
+      }
+    };
+  };
+
+  /** The router path: a stream-API adapter to Connect's universal handlers. */
+  const serveUniversal = (
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    handler: UniversalHandler,
+    hold: Hold,
+  ): void => {
+    const requestAbort = new AbortController();
+    let finished = false;
+    let requestEnded = false;
+    stream.once("close", () => {
+      if (!finished) {
+        requestAbort.abort(new ConnectError("the client canceled the request", Code.Canceled));
+      }
+    });
+    stream.once("end", () => requestEnded = true);
+    const kind = handler.method.methodKind;
+    const request = (body: AsyncIterable<Uint8Array>): UniversalServerRequest => ({
+      httpVersion: "2.0",
+      method: headerValue(headers[":method"]) ?? "POST",
+      url: `http://${headerValue(headers[":authority"]) ?? "localhost"}${
+        headerValue(headers[":path"]) ?? "/"
+      }`,
+      header: new Headers(webHeaderInit(headers, true)),
+      body,
+      signal: requestAbort.signal,
+    });
+    const run = (body: AsyncIterable<Uint8Array>): void => {
+      const release = hold();
+      handler(request(body))
+        .then((response) => writeUniversal(stream, response, handler.method, () => requestEnded))
+        .catch((err) => {
+          if (!(err instanceof ConnectError && err.code === Code.Canceled)) {
+            log.error("rpc handler failed", {
+              method: handler.requestPath,
+              error: err,
+              stack: (err as Error)?.stack,
+            });
+          }
+          if (!stream.headersSent) {
+            respondSafely(stream, { ":status": "500" }, { endStream: true });
+          } else if (!stream.destroyed) {
+            try {
+              stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+            } catch { /* already gone */ }
+          }
+        })
+        .finally(() => {
+          finished = true;
+          release();
+        });
+    };
+    if (kind === "unary" || kind === "server_streaming") {
+      // One request message: collect it, but never more than the limit allows plus one
+      // byte, so an oversized request reaches Connect's size check without being buffered.
+      const cap = maxRecv + 6;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let started = false;
+      const start = () => {
+        if (started) return;
+        started = true;
+        const body = chunks.length === 0
+          ? EMPTY
+          : chunks.length === 1
+          ? chunks[0]!
+          : Buffer.concat(chunks);
+        run(singleChunk(body));
+      };
+      stream.on("data", (chunk: Buffer) => {
+        if (started) return;
+        chunks.push(chunk);
+        size += chunk.length;
+        if (size > cap) start();
+      });
+      stream.once("end", start);
+    } else {
+      run(queuedBody(stream));
+    }
+  };
+
+  /** Write a universal response: headers, body chunks with backpressure, then trailers. */
+  const writeUniversal = async (
+    stream: http2.ServerHttp2Stream,
+    response: UniversalServerResponse,
+    method: DescMethod,
+    requestEnded: () => boolean,
+  ): Promise<void> => {
+    const it = response.body?.[Symbol.asyncIterator]();
+    try {
+      let next: IteratorResult<Uint8Array> = it
+        ? await it.next()
+        : { done: true, value: undefined };
+      if (stream.destroyed || stream.closed) return;
+      const head: NodeHeaders = { ":status": String(response.status) };
+      if (response.header) addHeaders(head, response.header);
+      if (next.done) {
+        // No body: a trailers-only response when the protocol has trailers (gRPC errors).
+        if (response.trailer) addHeaders(head, response.trailer);
+        stream.respond(head, { endStream: true });
+        if (!requestEnded()) closeAfterResponse(stream);
+        return;
+      }
+      const trailer = response.trailer;
+      stream.respond(head, { waitForTrailers: trailer !== undefined });
+      if (trailer !== undefined) {
+        stream.once("wantTrailers", () => {
+          const t: NodeHeaders = {};
+          addHeaders(t, trailer);
+          try {
+            stream.sendTrailers(t);
+          } catch (err) {
+            log.debug("rpc trailers not sent", { error: err });
+          }
+          if (!requestEnded()) closeAfterResponse(stream);
+        });
+      }
+      if (method.methodKind === "unary" || method.methodKind === "client_streaming") {
+        // One response message: gather it and write it once.
+        const parts: Uint8Array[] = [];
+        while (!next.done) {
+          parts.push(next.value);
+          next = await it!.next();
+        }
+        if (stream.destroyed || stream.closed) return;
+        stream.end(parts.length === 1 ? parts[0] : Buffer.concat(parts));
+      } else {
+        while (!next.done) {
+          if (stream.destroyed || stream.closed) return;
+          if (!stream.write(next.value)) await drained(stream);
+          next = await it!.next();
+        }
+        if (stream.destroyed || stream.closed) return;
+        stream.end();
+      }
+      if (trailer === undefined && !requestEnded()) closeAfterResponse(stream);
+    } catch (err) {
+      if (stream.destroyed || stream.closed) return;
+      throw err;
+    } finally {
+      it?.return?.().catch(() => {});
+    }
+  };
+
+  return {
+    attach(server: http2.Http2Server): void {
+      server.on("stream", onStream);
+      server.on("session", (session: http2.ServerHttp2Session) => {
+        session.on("error", (err) => log.debug("http2 session error", { error: err }));
+      });
+      server.on("sessionError", (err: Error) => log.debug("http2 session error", { error: err }));
+      server.on("error", (err: Error) => log.warn("http2 server error", { error: err }));
+    },
+    get inFlight() {
+      return inFlight;
+    },
+    drain(signal: AbortSignal): Promise<void> {
+      if (inFlight === 0 || signal.aborted) return Promise.resolve();
+      return new Promise((resolve) => {
+        const wake = () => {
+          drainWaiters.delete(wake);
+          signal.removeEventListener("abort", wake);
+          resolve();
+        };
+        drainWaiters.add(wake);
+        signal.addEventListener("abort", wake, { once: true });
+      });
+    },
+  };
+}
+
+/**
+ * Percent-encode a gRPC status message as the gRPC spec asks: bytes outside printable ASCII
+ * (0x20–0x7E) and `%` become `%XX`; everything else is sent as is, so plain messages stay
+ * readable on the wire.
+ */
+export function encodeGrpcMessage(message: string): string {
+  let plain = true;
+  for (let i = 0; i < message.length; i++) {
+    const c = message.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return message;
+  let out = "";
+  for (const byte of new TextEncoder().encode(message)) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+      ? String.fromCharCode(byte)
+      : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
+/** Request kinds the fast path serves: one request message each. */
+type SingleRequestKind = "unary" | "server_streaming";
+
+function methodWords(kind: SingleRequestKind): string {
+  return kind === "unary" ? "unary" : "server-streaming";
+}
+
+/** Connect's error for a second request message where the method takes one. */
+function extraMessageError(kind: SingleRequestKind): ConnectError {
+  return new ConnectError(
+    `protocol error: received extra input message for ${methodWords(kind)} method`,
+    Code.Unimplemented,
+  );
+}
+
+function sendTooLarge(size: number, max: number): ConnectError {
+  return new ConnectError(
+    `grpc: trying to send message larger than max (${size} vs. ${max})`,
+    Code.ResourceExhausted,
+  );
+}
+
+/** Parse the single envelope of a unary or server-streaming gRPC request into a message. */
+function parseRequestEnvelope<I extends DescMessage>(
+  body: Uint8Array,
+  schema: I,
+  maxRecv: number,
+  kind: SingleRequestKind,
+): MessageShape<I> {
+  if (body.byteLength < 5) {
+    throw new ConnectError(
+      body.byteLength === 0
+        ? `protocol error: missing input message for ${methodWords(kind)} method`
+        : "protocol error: incomplete envelope",
+      body.byteLength === 0 ? Code.Unimplemented : Code.InvalidArgument,
+    );
+  }
+  const flags = body[0]!;
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const length = view.getUint32(1);
+  if (length > maxRecv) {
+    throw new ConnectError(
+      `grpc: received message larger than max (${length} vs. ${maxRecv})`,
+      Code.ResourceExhausted,
+    );
+  }
+  if (body.byteLength < 5 + length) {
+    throw new ConnectError(
+      `protocol error: promised ${length} bytes, received ${body.byteLength - 5}`,
+      Code.InvalidArgument,
+    );
+  }
+  if (body.byteLength > 5 + length) throw extraMessageError(kind);
+  if ((flags & 0x01) !== 0) {
+    throw new ConnectError(
+      "protocol error: received compressed message without grpc-encoding",
+      Code.Internal,
+    );
+  }
+  try {
+    return fromBinary(schema, body.subarray(5, 5 + length));
+  } catch (err) {
+    throw new ConnectError(
+      `parse binary: ${err instanceof Error ? err.message : String(err)}`,
+      Code.Internal,
+    );
+  }
+}
+
+/** The 5-byte gRPC message prefix: flags 0 (uncompressed) and the length. */
+function envelopePrefix(length: number): Buffer {
+  const prefix = Buffer.allocUnsafe(5);
+  prefix[0] = 0;
+  prefix.writeUInt32BE(length, 1);
+  return prefix;
+}
+
+/** A whole gRPC message: prefix and payload in one buffer. */
+function envelopeOf(bytes: Uint8Array): Buffer {
+  const envelope = Buffer.allocUnsafe(5 + bytes.byteLength);
+  envelope[0] = 0;
+  envelope.writeUInt32BE(bytes.byteLength, 1);
+  envelope.set(bytes, 5);
+  return envelope;
+}
+
+/** An async iterable of one message: the request of a server-streaming call. */
+function singleMessage<T>(message: T): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      let done = false;
+      return {
+        next(): Promise<IteratorResult<T>> {
+          if (done) return Promise.resolve({ done: true, value: undefined });
+          done = true;
+          return Promise.resolve({ done: false, value: message });
+        },
+        return(): Promise<IteratorResult<T>> {
+          done = true;
+          return Promise.resolve({ done: true, value: undefined });
+        },
+      };
+    },
+  };
+}
+
+/** The ConnectError a client sees for a failure, as Connect's gRPC handler decides it. */
+function errorFor(err: unknown): ConnectError {
+  if (err instanceof ConnectError) return err;
+  return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+}
+
+/**
+ * A trailers-only response: one HEADERS frame with :status 200, the content type, grpc-status
+ * and a percent-encoded grpc-message (plus headers and trailers the handler set).
+ */
+function sendTrailersOnly(
+  stream: http2.ServerHttp2Stream,
+  error: ConnectError,
+  contentType: string,
+  context?: HandlerContext,
+): void {
+  const status = grpcStatusHeaders(error);
+  const head: NodeHeaders = { ":status": "200", "content-type": contentType };
+  if (context) {
+    addHeaders(head, context.responseHeader);
+    addHeaders(head, context.responseTrailer);
+  }
+  addHeaders(head, status);
+  respondSafely(stream, head, { endStream: true });
+}
+
+/**
+ * grpc-status, grpc-message (percent-encoded per the gRPC spec), grpc-status-details-bin and
+ * the error's metadata, as Connect's gRPC handler would set them.
+ */
+function grpcStatusHeaders(error: ConnectError): Headers {
+  const status = new Headers();
+  setTrailerStatus(status, error);
+  status.set("grpc-message", encodeGrpcMessage(error.rawMessage));
+  return status;
+}
+
+/** Respond unless the stream is gone; a client that left is not an error. */
+function respondSafely(
+  stream: http2.ServerHttp2Stream,
+  headers: NodeHeaders,
+  options: http2.ServerStreamResponseOptions,
+  body?: Uint8Array,
+): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return;
+  try {
+    stream.respond(headers, options);
+    if (body !== undefined) stream.end(body);
+  } catch {
+    // The session went away between the check and the write.
+  }
+}
+
+/** Read and drop the rest of a request we already answered. */
+function discardRequest(stream: http2.ServerHttp2Stream): void {
+  stream.on("data", () => {});
+}
+
+/**
+ * After answering before the request ended, reset the stream with NO_ERROR so the client
+ * stops sending (as grpc-go and connect-node do) — after the frames already queued went out.
+ */
+function closeAfterResponse(stream: http2.ServerHttp2Stream): void {
+  setImmediate(() => {
+    if (!stream.destroyed && !stream.closed) {
+      try {
+        stream.close(h2constants.NGHTTP2_NO_ERROR);
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
+/** Wait until a stream can take more data or is gone. */
+function drained(stream: http2.ServerHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
+/** An async iterable of exactly one chunk (the collected request body). */
+function singleChunk(body: Uint8Array): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]() {
+      let done = false;
+      return {
+        next(): Promise<IteratorResult<Uint8Array>> {
+          if (done) return Promise.resolve({ done: true, value: undefined });
+          done = true;
+          return Promise.resolve({ done: false, value: body });
+        },
+        return(): Promise<IteratorResult<Uint8Array>> {
+          done = true;
+          return Promise.resolve({ done: true, value: undefined });
+        },
+      };
+    },
+  };
+}
+
+/**
+ * The body of a client or bidi stream as an async iterable fed by 'data' events; the stream is
+ * paused while more than {@link QUEUE_HIGH_WATER} bytes wait, so a fast client cannot fill
+ * memory. A reset stream ends the iterable with Canceled.
+ */
+function queuedBody(stream: http2.ServerHttp2Stream): AsyncIterable<Uint8Array> {
+  const queue: Buffer[] = [];
+  let queued = 0;
+  let ended = false;
+  let failure: ConnectError | undefined;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  stream.on("data", (chunk: Buffer) => {
+    queue.push(chunk);
+    queued += chunk.length;
+    if (queued > QUEUE_HIGH_WATER) stream.pause();
+    notify();
+  });
+  stream.once("end", () => {
+    ended = true;
+    notify();
+  });
+  stream.once("close", () => {
+    if (!ended) failure = new ConnectError("the client canceled the request", Code.Canceled);
+    ended = true;
+    notify();
+  });
+  return {
+    [Symbol.asyncIterator]() {
+      return {
+        async next(): Promise<IteratorResult<Uint8Array>> {
+          for (;;) {
+            const chunk = queue.shift();
+            if (chunk !== undefined) {
+              queued -= chunk.length;
+              if (queued <= QUEUE_HIGH_WATER && stream.isPaused()) stream.resume();
+              return { done: false, value: chunk };
+            }
+            if (failure) throw failure;
+            if (ended) return { done: true, value: undefined };
+            await new Promise<void>((resolve) => wake = resolve);
+          }
+        },
+        return(): Promise<IteratorResult<Uint8Array>> {
+          queue.length = 0;
+          if (stream.isPaused()) stream.resume();
+          return Promise.resolve({ done: true, value: undefined });
+        },
+      };
+    },
+  };
+}
+
+function timeoutTooLong(key: string, value: string | string[] | undefined): boolean {
+  if (typeof value !== "string") return false;
+  if (key === "grpc-timeout") {
+    const ms = parseTimeout(value, Number.MAX_SAFE_INTEGER).timeoutMs;
+    return ms !== undefined && ms > MAX_TIMER_MS;
+  }
+  return key === "connect-timeout-ms" && /^\d{1,10}$/.test(value) && Number(value) > MAX_TIMER_MS;
+}
+
+function isIdentity(encoding: string | string[] | undefined): boolean {
+  return encoding === undefined || encoding === "identity" || encoding === "";
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(", ") : value;
+}
+
+/**
+ * Request headers without HTTP/2 pseudo-headers, as a Headers init. With `dropLongTimeouts`,
+ * a grpc-timeout or connect-timeout-ms longer than a timer can hold is dropped: Connect would
+ * arm a timer that overflows and fires at once, failing the call with DeadlineExceeded.
+ */
+function webHeaderInit(
+  headers: http2.IncomingHttpHeaders,
+  dropLongTimeouts = false,
+): [string, string][] {
+  const out: [string, string][] = [];
+  for (const key in headers) {
+    if (key.charCodeAt(0) === 0x3a /* ':' */) continue;
+    if (dropLongTimeouts && timeoutTooLong(key, headers[key])) continue;
+    const value = headers[key];
+    if (value === undefined) continue;
+    if (Array.isArray(value)) { for (const v of value) out.push([key, v]); }
+    else out.push([key, String(value)]);
+  }
+  return out;
+}
+
+/** Copy web Headers into a node header object (multi-valued headers become arrays). */
+function addHeaders(target: NodeHeaders, headers: Headers): void {
+  headers.forEach((value, key) => {
+    if (key === "set-cookie") target[key] = headers.getSetCookie();
+    else target[key] = value;
+  });
+}
