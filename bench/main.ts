@@ -1,0 +1,424 @@
+/**
+ * `deno task bench`: containerd-ts side by side with Debian's containerd 1.6.20.
+ *
+ * Scenarios, run against both daemons, alternating which goes first:
+ * - boot: process start → first successful Version RPC (min/median/max over `--boots`);
+ * - idle RSS: VmRSS of the daemon process 1 s after boot (the deno process for ours);
+ * - unary Version requests/s with p50/p99 at each `--concurrency`, one raw node:http2 gRPC
+ *   client (bench/client.ts) for every target, `--duration-ms` per point, `--repeat` rounds
+ *   (median and range shown);
+ * - beside them, the same client against a trivial node:http2 server answering a fixed gRPC
+ *   reply (the runtime's and the client's ceiling) and against server/rpc.ts's handler alone
+ *   (bench/servers.ts), so the RPC layer's cost is visible apart from the daemon's.
+ *
+ * Prints one markdown table and writes it to bench/results/<YYYY-MM-DD>-<short commit>.md.
+ * A side that cannot run a scenario shows "n/a: <reason>".
+ *
+ * ```sh
+ * deno task bench                      # full run (about 2 minutes)
+ * deno task bench --boots 3 --duration-ms 1000   # quick look
+ * ```
+ * @module
+ */
+import { parseArgs } from "node:util";
+import type { LoadResult } from "./client.ts";
+import { type DaemonKind, REPO, type RunningDaemon, startDaemon, unavailable } from "./daemon.ts";
+
+/** Parsed command line. */
+interface BenchOptions {
+  boots: number;
+  durationMs: number;
+  warmupMs: number;
+  concurrencies: number[];
+  /** Load points per target and concurrency; the table shows their median and range. */
+  repeat: number;
+  write: boolean;
+}
+
+/** One measured value or why it is missing. */
+type Cell = { ok: true; values: number[] } | { ok: false; reason: string };
+type LoadCell = { ok: true; results: LoadResult[] } | { ok: false; reason: string };
+
+const DAEMONS: readonly DaemonKind[] = ["containerd", "containerd-ts"];
+
+function parseOptions(args: string[]): BenchOptions {
+  const { values } = parseArgs({
+    args,
+    options: {
+      boots: { type: "string", default: "10" },
+      "duration-ms": { type: "string", default: "2000" },
+      repeat: { type: "string", default: "3" },
+      "warmup-ms": { type: "string", default: "500" },
+      concurrency: { type: "string", default: "1,16,64" },
+      "no-write": { type: "boolean", default: false },
+    },
+  });
+  const concurrencies = values.concurrency.split(",").map(Number);
+  if (concurrencies.some((c) => !Number.isInteger(c) || c < 1)) {
+    throw new Error(`bad --concurrency ${values.concurrency}`);
+  }
+  return {
+    boots: Number(values.boots),
+    durationMs: Number(values["duration-ms"]),
+    warmupMs: Number(values["warmup-ms"]),
+    concurrencies,
+    repeat: Math.max(1, Number(values.repeat)),
+    write: !values["no-write"],
+  };
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function log(line: string): void {
+  console.error(`bench: ${line}`);
+}
+
+// ----------------------------------------------------------------------------------------------
+// Boot and RSS
+
+async function measureBoots(
+  options: BenchOptions,
+  reasons: Map<DaemonKind, string>,
+): Promise<{ boot: Map<DaemonKind, Cell>; rss: Map<DaemonKind, Cell> }> {
+  const boots = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
+  const rss = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
+  const failed = new Map<DaemonKind, string>(reasons);
+  for (let i = 0; i < options.boots; i++) {
+    const order = i % 2 === 0 ? DAEMONS : [...DAEMONS].reverse();
+    for (const kind of order) {
+      if (failed.has(kind)) continue;
+      let daemon: RunningDaemon | undefined;
+      try {
+        daemon = await startDaemon(kind);
+        boots.get(kind)!.push(daemon.bootMs);
+        await new Promise((r) => setTimeout(r, 1000));
+        const kib = await daemon.rssKiB();
+        if (Number.isFinite(kib)) rss.get(kind)!.push(kib / 1024);
+        log(
+          `boot ${i + 1}/${options.boots} ${kind}: ${daemon.bootMs.toFixed(0)} ms, ${
+            (kib / 1024).toFixed(1)
+          } MiB`,
+        );
+      } catch (err) {
+        failed.set(kind, messageOf(err));
+        log(`boot ${kind} failed: ${messageOf(err)}`);
+      } finally {
+        await daemon?.stop();
+      }
+    }
+  }
+  const cell = (kind: DaemonKind, values: number[]): Cell =>
+    values.length > 0
+      ? { ok: true, values }
+      : { ok: false, reason: failed.get(kind) ?? "no samples" };
+  return {
+    boot: new Map(DAEMONS.map((d) => [d, cell(d, boots.get(d)!)])),
+    rss: new Map(DAEMONS.map((d) => [d, cell(d, rss.get(d)!)])),
+  };
+}
+
+// ----------------------------------------------------------------------------------------------
+// Throughput
+
+/** A load target: a socket and how to stop what serves it. */
+interface Target {
+  readonly name: string;
+  readonly socket: string;
+  stop(): Promise<void>;
+}
+
+/** Start bench/servers.ts `kind` in its own process. */
+async function startBenchServer(kind: "fixed" | "handler"): Promise<Target> {
+  const dir = await Deno.makeTempDir({ prefix: `bench-${kind}-` });
+  const socket = `${dir}/s.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--quiet", `${REPO}/bench/servers.ts`, kind, socket],
+    cwd: REPO,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes("ready")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await child.status;
+      throw new Error(`bench server ${kind} exited before listening`);
+    }
+    seen += value;
+  }
+  const draining = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  return {
+    name: kind,
+    socket,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await child.status;
+      await draining.catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** Run bench/client.ts in its own process against `socket`. */
+async function runClient(
+  socket: string,
+  concurrency: number,
+  options: BenchOptions,
+): Promise<LoadResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      "--quiet",
+      `${REPO}/bench/client.ts`,
+      "--socket",
+      socket,
+      "--concurrency",
+      String(concurrency),
+      "--duration-ms",
+      String(options.durationMs),
+      "--warmup-ms",
+      String(options.warmupMs),
+    ],
+    cwd: REPO,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `client failed: ${new TextDecoder().decode(out.stderr).trim().split("\n").at(-1)}`,
+    );
+  }
+  const result = JSON.parse(new TextDecoder().decode(out.stdout).trim()) as LoadResult;
+  if (result.requests === 0) throw new Error(`no successful calls: ${result.firstError ?? "?"}`);
+  return result;
+}
+
+async function measureLoad(
+  options: BenchOptions,
+  reasons: Map<DaemonKind, string>,
+): Promise<Map<string, Map<number, LoadCell>>> {
+  const targets: Target[] = [];
+  const results = new Map<string, Map<number, LoadCell>>();
+  const fail = (name: string, reason: string) => {
+    results.set(name, new Map(options.concurrencies.map((c) => [c, { ok: false, reason }])));
+  };
+  try {
+    for (const kind of DAEMONS) {
+      const reason = reasons.get(kind);
+      if (reason) {
+        fail(kind, reason);
+        continue;
+      }
+      try {
+        const d = await startDaemon(kind);
+        targets.push({ name: kind, socket: d.socket, stop: d.stop });
+      } catch (err) {
+        fail(kind, messageOf(err));
+      }
+    }
+    for (const kind of ["fixed", "handler"] as const) {
+      try {
+        targets.push(await startBenchServer(kind));
+      } catch (err) {
+        fail(kind, messageOf(err));
+      }
+    }
+    // Rounds over every point, rotating which target goes first, so drift and neighbours'
+    // load spread over all targets alike.
+    let turn = 0;
+    for (let round = 0; round < options.repeat; round++) {
+      for (const concurrency of options.concurrencies) {
+        const shift = turn++ % Math.max(1, targets.length);
+        const order = [...targets.slice(shift), ...targets.slice(0, shift)];
+        for (const target of order) {
+          if (!results.has(target.name)) results.set(target.name, new Map());
+          const byConcurrency = results.get(target.name)!;
+          const previous = byConcurrency.get(concurrency);
+          if (previous && !previous.ok) continue;
+          try {
+            const result = await runClient(target.socket, concurrency, options);
+            const results = previous?.ok ? previous.results : [];
+            results.push(result);
+            byConcurrency.set(concurrency, { ok: true, results });
+            log(
+              `round ${round + 1} c=${concurrency} ${target.name}: ${
+                result.rps.toFixed(0)
+              } req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${
+                result.p99Ms.toFixed(2)
+              } ms, errors ${result.errors}`,
+            );
+          } catch (err) {
+            byConcurrency.set(concurrency, { ok: false, reason: messageOf(err) });
+            log(`c=${concurrency} ${target.name}: ${messageOf(err)}`);
+          }
+        }
+      }
+    }
+  } finally {
+    for (const target of targets) await target.stop();
+  }
+  return results;
+}
+
+// ----------------------------------------------------------------------------------------------
+// Report
+
+function rangeText(cell: Cell | undefined, unit: string, digits: number): string {
+  if (!cell) return "—";
+  if (!cell.ok) return `n/a: ${cell.reason}`;
+  const v = cell.values;
+  const f = (x: number) => x.toFixed(digits);
+  return `${f(Math.min(...v))} / ${f(median(v))} / ${f(Math.max(...v))} ${unit}`;
+}
+
+function fmtRps(rps: number): string {
+  return rps >= 1000 ? `${(rps / 1000).toFixed(2)}k` : rps.toFixed(0);
+}
+
+/** Median requests/s of a load cell, for ratios. */
+function medianRps(cell: LoadCell | undefined): number | undefined {
+  return cell?.ok ? median(cell.results.map((r) => r.rps)) : undefined;
+}
+
+function loadText(cell: LoadCell | undefined): string {
+  if (!cell) return "—";
+  if (!cell.ok) return `n/a: ${cell.reason}`;
+  const rps = cell.results.map((r) => r.rps);
+  const range = rps.length > 1 ? ` [${fmtRps(Math.min(...rps))}–${fmtRps(Math.max(...rps))}]` : "";
+  const p50 = median(cell.results.map((r) => r.p50Ms));
+  const p99 = median(cell.results.map((r) => r.p99Ms));
+  return `${fmtRps(median(rps))} req/s${range} (p50 ${p50.toFixed(2)} ms, p99 ${
+    p99.toFixed(2)
+  } ms)`;
+}
+
+function ratioText(ours: number | undefined, theirs: number | undefined): string {
+  if (ours === undefined || theirs === undefined || !(theirs > 0)) return "—";
+  return `×${(ours / theirs).toFixed(2)}`;
+}
+
+function table(
+  options: BenchOptions,
+  boot: Map<DaemonKind, Cell>,
+  rss: Map<DaemonKind, Cell>,
+  load: Map<string, Map<number, LoadCell>>,
+): string {
+  const rows: string[] = [
+    "| scenario | containerd | containerd-ts | ratio (ts / containerd) | client ceiling: fixed-reply node:http2 server | server/rpc.ts handler alone |",
+    "|---|---|---|---|---|---|",
+  ];
+  const med = (c: Cell | undefined) => c?.ok ? median(c.values) : undefined;
+  rows.push(
+    `| boot to first Version RPC (min / median / max, ${options.boots} boots) | ${
+      rangeText(boot.get("containerd"), "ms", 0)
+    } | ${rangeText(boot.get("containerd-ts"), "ms", 0)} | ${
+      ratioText(med(boot.get("containerd-ts")), med(boot.get("containerd")))
+    } (median) | — | — |`,
+  );
+  rows.push(
+    `| idle RSS 1 s after boot (min / median / max) | ${
+      rangeText(rss.get("containerd"), "MiB", 1)
+    } | ${rangeText(rss.get("containerd-ts"), "MiB", 1)} | ${
+      ratioText(med(rss.get("containerd-ts")), med(rss.get("containerd")))
+    } (median) | — | — |`,
+  );
+  for (const c of options.concurrencies) {
+    const get = (name: string) => load.get(name)?.get(c);
+    rows.push(
+      `| unary Version, concurrency ${c} | ${loadText(get("containerd"))} | ${
+        loadText(get("containerd-ts"))
+      } | ${ratioText(medianRps(get("containerd-ts")), medianRps(get("containerd")))} | ${
+        loadText(get("fixed"))
+      } | ${loadText(get("handler"))} |`,
+    );
+  }
+  return rows.join("\n");
+}
+
+async function gitCommit(): Promise<{ short: string; dirty: boolean }> {
+  const run = async (args: string[]) => {
+    try {
+      const out = await new Deno.Command("git", {
+        args,
+        cwd: REPO,
+        stdout: "piped",
+        stderr: "null",
+      })
+        .output();
+      return out.success ? new TextDecoder().decode(out.stdout).trim() : "";
+    } catch {
+      return "";
+    }
+  };
+  const short = (await run(["rev-parse", "--short", "HEAD"])) || "nogit";
+  const dirty = (await run(["status", "--porcelain"])) !== "";
+  return { short, dirty };
+}
+
+async function containerdVersion(): Promise<string> {
+  try {
+    const out = await new Deno.Command("/usr/bin/containerd", {
+      args: ["--version"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "not installed";
+  }
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(Deno.args);
+  const reasons = new Map<DaemonKind, string>();
+  for (const kind of DAEMONS) {
+    const reason = await unavailable(kind);
+    if (reason) {
+      reasons.set(kind, reason);
+      log(`${kind}: n/a: ${reason}`);
+    }
+  }
+  const { boot, rss } = await measureBoots(options, reasons);
+  const load = await measureLoad(options, reasons);
+  const commit = await gitCommit();
+  const date = new Date().toISOString().slice(0, 10);
+  const report = [
+    `# containerd-ts bench ${date} (${commit.short}${commit.dirty ? ", uncommitted changes" : ""})`,
+    "",
+    `- ${await containerdVersion()}`,
+    `- containerd-ts via bin/containerd-ts on Deno ${Deno.version.deno}; ${navigator.hardwareConcurrency} CPUs`,
+    `- one raw node:http2 gRPC client process per point, ${options.warmupMs} ms warm-up + ${options.durationMs} ms measured; ${options.repeat} rounds, target order rotating; req/s is the median [min–max] of the rounds, p50/p99 the median of the rounds`,
+    "- the host is shared: other work running beside the bench moves the numbers; compare columns of one run",
+    "",
+    table(options, boot, rss, load),
+    "",
+  ].join("\n");
+  console.log(report);
+  if (options.write) {
+    const dir = `${REPO}/bench/results`;
+    await Deno.mkdir(dir, { recursive: true });
+    const path = `${dir}/${date}-${commit.short}.md`;
+    await Deno.writeTextFile(path, report);
+    log(`wrote ${path}`);
+  }
+}
+
+if (import.meta.main) {
+  await main();
+}
