@@ -32,6 +32,7 @@ import { closeServer, listenTcp, listenUnix } from "./listen.ts";
 import { createMetrics, type Metrics, startMetricsServer } from "./metrics.ts";
 import { debugVars, diagnosticDump, startDebugServer } from "./debug.ts";
 import { installSignals } from "./signals.ts";
+import { holdInspectorPort } from "./inspector_guard.ts";
 import { notify } from "./notify.ts";
 import { VERSION } from "./version.ts";
 
@@ -354,6 +355,11 @@ export async function runDaemon(options: RunDaemonOptions): Promise<number> {
   const level = isLogLevel(config.debug.level) ? config.debug.level : "info";
   const log = createLogger({ level, format: config.debug.format === "json" ? "json" : "text" });
   let server: Server | undefined;
+  // Before SIGUSR1 is handled: keep the runtime's SIGUSR1 debugger from opening (see module).
+  const inspectorGuard = await holdInspectorPort();
+  if (!inspectorGuard.held) {
+    log.debug("inspector port held elsewhere", { reason: inspectorGuard.reason });
+  }
   const signals = installSignals({
     onStop: (signal) => log.info("stopping containerd-ts", { signal }),
     onForcedExit: (signal) => {
@@ -400,5 +406,6 @@ export async function runDaemon(options: RunDaemonOptions): Promise<number> {
     return 0;
   } finally {
     signals.uninstall();
+    await inspectorGuard.close();
   }
 }

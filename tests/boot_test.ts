@@ -447,3 +447,19 @@ Deno.test("health answers SERVING for the daemon and mounted services, NotFound 
     await daemon.stop();
   }
 });
+
+Deno.test("SIGUSR1 writes a diagnostic dump and opens no debugger", async () => {
+  const daemon = await startDaemon();
+  try {
+    daemon.process.kill("SIGUSR1");
+    for (let i = 0; i < 50 && !daemon.log().includes("SIGUSR1 diagnostic dump"); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(daemon.log(), /SIGUSR1 diagnostic dump[\s\S]*io\.containerd\.grpc\.v1\.version/);
+    const probe = await sh("curl", ["-s", "-m", "2", "http://127.0.0.1:9229/json/list"]);
+    assert.notEqual(probe.code, 0, `a debugger answered: ${probe.stdout}`);
+    assert.doesNotMatch(daemon.log(), /Debugger listening/);
+  } finally {
+    await daemon.stop();
+  }
+});
