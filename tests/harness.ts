@@ -179,3 +179,24 @@ export async function sh(
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
+
+/**
+ * Path of shared/tools/make-test-image: beside the repository (as CI lays it out), else the
+ * workplace copy; undefined when neither exists (suites then print SKIP).
+ */
+export function makeTestImageTool(): string | undefined {
+  for (
+    const candidate of [
+      `${REPO}/../shared/tools/make-test-image`,
+      "/work/shared/tools/make-test-image",
+    ]
+  ) {
+    try {
+      Deno.statSync(candidate);
+      return candidate;
+    } catch {
+      // try the next
+    }
+  }
+  return undefined;
+}

@@ -16,9 +16,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { tarArchive, type TarWriteEntry } from "../plugins/diff/tar.ts";
-import { ctr, ctrMissing, startDaemon } from "./harness.ts";
+import { ctr, ctrMissing, makeTestImageTool, startDaemon } from "./harness.ts";
 
-const MAKE_TEST_IMAGE = "/work/shared/tools/make-test-image";
+const MAKE_TEST_IMAGE = makeTestImageTool() ?? "../shared/tools/make-test-image (missing)";
 const CONTAINERD = "/usr/bin/containerd";
 const SNAPSHOTTERS = ["native", "overlayfs"] as const;
 
