@@ -463,3 +463,26 @@ Deno.test("SIGUSR1 writes a diagnostic dump and opens no debugger", async () => 
     await daemon.stop();
   }
 });
+
+Deno.test("grpc.tcp_address serves the same API over TCP", async () => {
+  const daemon = await startDaemon({
+    config: `version = 2\n[grpc]\n  tcp_address = "127.0.0.1:0"\n`,
+  });
+  try {
+    const bound = /serving\.\.\." address=(127\.0\.0\.1:\d+)/.exec(daemon.log())?.[1];
+    assert.ok(bound, daemon.log());
+    const json = await sh("curl", [
+      "-sS",
+      "--http2-prior-knowledge",
+      "-H",
+      "content-type: application/json",
+      "-d",
+      "{}",
+      `http://${bound}/containerd.services.version.v1.Version/Version`,
+    ]);
+    assert.equal(json.code, 0, json.stderr);
+    assert.ok(JSON.parse(json.stdout).version);
+  } finally {
+    await daemon.stop();
+  }
+});
