@@ -22,3 +22,4 @@ import "./snapshots/service.ts";
 import "./diff/plugin.ts";
 import "./diff/service.ts";
 import "./images/service.ts";
+import "./containers/service.ts";
