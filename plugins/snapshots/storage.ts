@@ -37,6 +37,7 @@ import {
   NotFoundError,
 } from "../../server/errdefs.ts";
 import { type Adaptor, parseAll } from "../../server/filters.ts";
+import type { Logger } from "../../server/log.ts";
 import { Kind, kindName, type SnapshotInfo, type SnapshotUpdate, type Usage } from "./api.ts";
 
 /** The schema version this code writes (PRAGMA user_version). */
@@ -648,6 +649,36 @@ export async function removeAll(path: string): Promise<void> {
     await Deno.remove(path, { recursive: true });
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+}
+
+/**
+ * Rename `<root>/snapshots/<name>` to `rm-<name>` (synchronously, so no create can take the
+ * name in between) and return the new path; undefined when there was nothing to rename.
+ * Both snapshotters remove directories this way: detach first, delete later (or at cleanup).
+ */
+export function detachSnapshotDir(root: string, name: string, log: Logger): string | undefined {
+  const path = `${root}/snapshots/${name}`;
+  if (name.startsWith("rm-")) return path;
+  const doomed = `${root}/snapshots/rm-${name}`;
+  try {
+    Deno.renameSync(path, doomed);
+    return doomed;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) {
+      log.warn("failed to rename snapshot directory for removal", { path, error: err });
+    }
+    return undefined;
+  }
+}
+
+/** Delete a detached snapshot dir; a failure is logged and left for the next cleanup. */
+export async function deleteSnapshotDir(path: string | undefined, log: Logger): Promise<void> {
+  if (path === undefined) return;
+  try {
+    await removeAll(path);
+  } catch (err) {
+    log.warn("failed to remove snapshot directory; cleanup will retry", { path, error: err });
   }
 }
 

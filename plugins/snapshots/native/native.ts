@@ -46,6 +46,8 @@ import {
   type WalkFn,
 } from "../api.ts";
 import {
+  deleteSnapshotDir,
+  detachSnapshotDir,
   diskUsage,
   existsSync,
   MetaStore,
@@ -260,38 +262,7 @@ export class NativeSnapshotter implements Snapshotter {
   /** See {@link Snapshotter.remove}: the directory is deleted right after the record. */
   async remove(key: string): Promise<void> {
     const { id } = this.#ms.update((tx) => tx.remove(key));
-    await this.#delete(this.#detach(id));
-  }
-
-  /**
-   * Rename `snapshots/<name>` to `snapshots/rm-<name>` (synchronously, so no create can take
-   * the name in between) and return the new path; undefined when there was nothing to rename.
-   */
-  #detach(name: string): string | undefined {
-    const path = this.#dir(name);
-    if (name.startsWith("rm-")) return path;
-    const doomed = `${this.root}/snapshots/rm-${name}`;
-    try {
-      Deno.renameSync(path, doomed);
-      return doomed;
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) {
-        this.#log.warn("failed to rename snapshot directory for removal", { path, error: err });
-      }
-      return undefined;
-    }
-  }
-
-  async #delete(path: string | undefined): Promise<void> {
-    if (path === undefined) return;
-    try {
-      await removeAll(path);
-    } catch (err) {
-      this.#log.warn("failed to remove snapshot directory; cleanup will retry", {
-        path,
-        error: err,
-      });
-    }
+    await deleteSnapshotDir(detachSnapshotDir(this.root, id, this.#log), this.#log);
   }
 
   /** See {@link Snapshotter.walk}. */
@@ -308,8 +279,8 @@ export class NativeSnapshotter implements Snapshotter {
     const ids = this.#ms.view((tx) => tx.idMap());
     const doomed = names
       .filter((name) => !ids.has(name) && !this.#inflight.has(`${this.root}/snapshots/${name}`))
-      .map((name) => this.#detach(name));
-    for (const path of doomed) await this.#delete(path);
+      .map((name) => detachSnapshotDir(this.root, name, this.#log));
+    for (const path of doomed) await deleteSnapshotDir(path, this.#log);
   }
 
   /** See {@link Snapshotter.close}. */

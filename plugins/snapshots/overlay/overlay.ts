@@ -48,6 +48,8 @@ import {
   type WalkFn,
 } from "../api.ts";
 import {
+  deleteSnapshotDir,
+  detachSnapshotDir,
   diskUsage,
   existsSync,
   MetaStore,
@@ -369,34 +371,8 @@ export class OverlaySnapshotter implements Snapshotter {
    */
   async remove(key: string): Promise<void> {
     const { id } = this.#ms.update((tx) => tx.remove(key));
-    if (this.#syncRemove) await this.#delete(this.#detach(id));
-  }
-
-  /** Rename `snapshots/<name>` to `rm-<name>` synchronously; the new path, if there was one. */
-  #detach(name: string): string | undefined {
-    const path = `${this.root}/snapshots/${name}`;
-    if (name.startsWith("rm-")) return path;
-    const doomed = `${this.root}/snapshots/rm-${name}`;
-    try {
-      Deno.renameSync(path, doomed);
-      return doomed;
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) {
-        this.#log.warn("failed to rename snapshot directory for removal", { path, error: err });
-      }
-      return undefined;
-    }
-  }
-
-  async #delete(path: string | undefined): Promise<void> {
-    if (path === undefined) return;
-    try {
-      await removeAll(path);
-    } catch (err) {
-      this.#log.warn("failed to remove snapshot directory; cleanup will retry", {
-        path,
-        error: err,
-      });
+    if (this.#syncRemove) {
+      await deleteSnapshotDir(detachSnapshotDir(this.root, id, this.#log), this.#log);
     }
   }
 
@@ -417,8 +393,10 @@ export class OverlaySnapshotter implements Snapshotter {
     // Creates are synchronous, so no `new-*` dir is in progress here; ids are read after the
     // listing and the renames happen in the same tick, so no create can slip in between.
     const ids = this.#ms.view((tx) => tx.idMap());
-    const doomed = names.filter((name) => !ids.has(name)).map((name) => this.#detach(name));
-    for (const path of doomed) await this.#delete(path);
+    const doomed = names.filter((name) => !ids.has(name)).map((name) =>
+      detachSnapshotDir(this.root, name, this.#log)
+    );
+    for (const path of doomed) await deleteSnapshotDir(path, this.#log);
   }
 
   /** See {@link Snapshotter.close}. */
