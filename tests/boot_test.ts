@@ -2,7 +2,7 @@
  * Boot, end to end: the real binary on temp dirs, driven by Debian's ctr and curl.
  */
 import assert from "node:assert/strict";
-import { ctr, ctrMissing, REPO, runLauncher, sh, startDaemon } from "./harness.ts";
+import { ctr, ctrMissing, curlConnect, REPO, runLauncher, sh, startDaemon } from "./harness.ts";
 
 const skip = ctrMissing();
 if (skip) console.error(`boot_test: ${skip}`);
@@ -143,17 +143,10 @@ Deno.test({
   async fn() {
     const daemon = await startDaemon();
     try {
-      const json = await sh("curl", [
-        "-sS",
-        "--http2-prior-knowledge",
-        "--unix-socket",
+      const json = await curlConnect(
         daemon.address,
-        "-H",
-        "content-type: application/json",
-        "-d",
-        "{}",
-        "http://localhost/containerd.services.version.v1.Version/Version",
-      ]);
+        "containerd.services.version.v1.Version/Version",
+      );
       assert.equal(json.code, 0, json.stderr);
       const meta = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
       assert.equal(JSON.parse(json.stdout).version, meta.version);
@@ -195,17 +188,7 @@ Deno.test({
     try {
       const metricsAddr = /metrics server serving.*address=(\S+)/.exec(daemon.log())?.[1];
       assert.ok(metricsAddr, daemon.log());
-      await sh("curl", [
-        "-sS",
-        "--http2-prior-knowledge",
-        "--unix-socket",
-        daemon.address,
-        "-H",
-        "content-type: application/json",
-        "-d",
-        "{}",
-        "http://localhost/containerd.services.version.v1.Version/Version",
-      ]);
+      await curlConnect(daemon.address, "containerd.services.version.v1.Version/Version");
       const metrics = await (await fetch(`http://${metricsAddr}/v1/metrics`)).text();
       assert.match(
         metrics,
@@ -240,17 +223,7 @@ Deno.test({
     });
     try {
       // One RPC (ctr version makes two, and no new RPC is accepted once stopping begins).
-      const call = sh("curl", [
-        "-sS",
-        "--http2-prior-knowledge",
-        "--unix-socket",
-        daemon.address,
-        "-H",
-        "content-type: application/json",
-        "-d",
-        "{}",
-        "http://localhost/containerd.services.version.v1.Version/Version",
-      ]);
+      const call = curlConnect(daemon.address, "containerd.services.version.v1.Version/Version");
       await new Promise((r) => setTimeout(r, 800));
       daemon.process.kill("SIGTERM");
       const answer = await call;
@@ -306,17 +279,7 @@ Deno.test({
       ]);
       assert.notEqual(second.code, 0);
       assert.match(second.stderr, new RegExp(daemon.address.replaceAll(".", "\\.")));
-      const health = await sh("curl", [
-        "-sS",
-        "--http2-prior-knowledge",
-        "--unix-socket",
-        daemon.address,
-        "-H",
-        "content-type: application/json",
-        "-d",
-        "{}",
-        "http://localhost/grpc.health.v1.Health/Check",
-      ]);
+      const health = await curlConnect(daemon.address, "grpc.health.v1.Health/Check");
       assert.equal(JSON.parse(health.stdout).status, "SERVING");
     } finally {
       await daemon.stop();
@@ -383,17 +346,7 @@ Deno.test({
     const config = `version = 2\nplugin_dir = "${pluginDir}"\n` +
       `disabled_plugins = ["io.containerd.grpc.v1.version"]\n`;
     const slowCall = (address: string) =>
-      sh("curl", [
-        "-sS",
-        "--http2-prior-knowledge",
-        "--unix-socket",
-        address,
-        "-H",
-        "content-type: application/json",
-        "-d",
-        "{}",
-        "http://localhost/containerd.services.version.v1.Version/Version",
-      ]);
+      curlConnect(address, "containerd.services.version.v1.Version/Version");
     try {
       const echoed = await startDaemon({ config });
       const call1 = slowCall(echoed.address);
@@ -425,17 +378,7 @@ Deno.test({
 Deno.test("health answers SERVING for the daemon and mounted services, NotFound for others", async () => {
   const daemon = await startDaemon();
   const check = (service: string) =>
-    sh("curl", [
-      "-sS",
-      "--http2-prior-knowledge",
-      "--unix-socket",
-      daemon.address,
-      "-H",
-      "content-type: application/json",
-      "-d",
-      JSON.stringify({ service }),
-      "http://localhost/grpc.health.v1.Health/Check",
-    ]);
+    curlConnect(daemon.address, "grpc.health.v1.Health/Check", { service });
   try {
     assert.equal(JSON.parse((await check("")).stdout).status, "SERVING");
     const version = await check("containerd.services.version.v1.Version");
@@ -471,15 +414,10 @@ Deno.test("grpc.tcp_address serves the same API over TCP", async () => {
   try {
     const bound = /serving\.\.\." address=(127\.0\.0\.1:\d+)/.exec(daemon.log())?.[1];
     assert.ok(bound, daemon.log());
-    const json = await sh("curl", [
-      "-sS",
-      "--http2-prior-knowledge",
-      "-H",
-      "content-type: application/json",
-      "-d",
-      "{}",
-      `http://${bound}/containerd.services.version.v1.Version/Version`,
-    ]);
+    const json = await curlConnect(
+      `tcp://${bound}`,
+      "containerd.services.version.v1.Version/Version",
+    );
     assert.equal(json.code, 0, json.stderr);
     assert.ok(JSON.parse(json.stdout).version);
   } finally {

@@ -200,3 +200,25 @@ export function makeTestImageTool(): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * POST a Connect JSON request with curl over HTTP/2 (prior knowledge): the unix socket at
+ * `address`, or `tcp://host:port`. Returns curl's result; stdout holds the JSON answer.
+ */
+export function curlConnect(
+  address: string,
+  procedure: string,
+  body: unknown = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const tcp = address.startsWith("tcp://") ? address.slice("tcp://".length) : undefined;
+  return sh("curl", [
+    "-sS",
+    "--http2-prior-knowledge",
+    ...(tcp ? [] : ["--unix-socket", address]),
+    "-H",
+    "content-type: application/json",
+    "-d",
+    JSON.stringify(body),
+    `http://${tcp ?? "localhost"}/${procedure}`,
+  ]);
+}
