@@ -1,28 +1,57 @@
 /**
  * `deno task bench`: containerd-ts side by side with Debian's containerd 1.6.20.
  *
- * Scenarios, run against both daemons, alternating which goes first:
- * - boot: process start → first successful Version RPC (min/median/max over `--boots`);
- * - idle RSS: VmRSS of the daemon process 1 s after boot (the deno process for ours);
- * - unary Version requests/s with p50/p99 at each `--concurrency`, one raw node:http2 gRPC
+ * Scenarios (select with `--only a,b`; default all), each run against both daemons in the same
+ * run, alternating which goes first:
+ * - boot: process start → first successful Version RPC (min/median/max over `--boots`), and
+ *   idle RSS: VmRSS of the daemon process 1 s after boot (the deno process for ours);
+ * - unary: Version requests/s with p50/p99 at each `--concurrency`, one raw node:http2 gRPC
  *   client (bench/client.ts) for every target, `--duration-ms` per point, `--repeat` rounds
- *   (median and range shown);
- * - beside them, the same client against a trivial node:http2 server answering a fixed gRPC
- *   reply (the runtime's and the client's ceiling) and against server/rpc.ts's handler alone
- *   (bench/servers.ts), so the RPC layer's cost is visible apart from the daemon's.
+ *   (median and range shown); beside them, the same client against a trivial node:http2
+ *   server answering a fixed gRPC reply (the runtime's and the client's ceiling) and against
+ *   server/rpc.ts's handler alone (bench/servers.ts);
+ * - content, images, containers, scale, memory: the data path through `ctr` and the TS client
+ *   against one long-lived daemon of each kind (bench/scenarios.ts).
+ *
+ * `--quick` shrinks sizes and counts for a smoke run (explicit flags still win).
  *
  * Prints one markdown table and writes it to bench/results/<YYYY-MM-DD>-<short commit>.md.
  * A side that cannot run a scenario shows "n/a: <reason>".
  *
  * ```sh
- * deno task bench                      # full run (about 2 minutes)
- * deno task bench --boots 3 --duration-ms 1000   # quick look
+ * deno task bench                               # full run
+ * deno task bench --quick                       # smoke run of every scenario
+ * deno task bench --only content,images         # just those
+ * deno task bench --boots 3 --duration-ms 1000  # quick look at boot and unary
  * ```
  * @module
  */
 import { parseArgs } from "node:util";
 import type { LoadResult } from "./client.ts";
 import { type DaemonKind, REPO, type RunningDaemon, startDaemon, unavailable } from "./daemon.ts";
+import {
+  type Cell,
+  cellMedian,
+  log,
+  median,
+  messageOf,
+  rangeText,
+  ratioText,
+  renderTable,
+  type Row,
+} from "./report.ts";
+import {
+  DATA_SCENARIOS,
+  type DataSizes,
+  FULL_SIZES,
+  QUICK_SIZES,
+  runScenarios,
+} from "./scenarios.ts";
+
+/** Scenarios of this module; the data scenarios are bench/scenarios.ts's. */
+const OWN_SCENARIOS = ["boot", "unary"] as const;
+/** Every scenario name `--only` accepts, in run order. */
+const ALL_SCENARIOS: readonly string[] = [...OWN_SCENARIOS, ...DATA_SCENARIOS];
 
 /** Parsed command line. */
 interface BenchOptions {
@@ -33,52 +62,53 @@ interface BenchOptions {
   /** Load points per target and concurrency; the table shows their median and range. */
   repeat: number;
   write: boolean;
+  /** Selected scenarios. */
+  scenarios: ReadonlySet<string>;
+  /** `--quick`: smaller sizes everywhere. */
+  quick: boolean;
+  /** Sizes of the data scenarios. */
+  sizes: DataSizes;
 }
 
-/** One measured value or why it is missing. */
-type Cell = { ok: true; values: number[] } | { ok: false; reason: string };
 type LoadCell = { ok: true; results: LoadResult[] } | { ok: false; reason: string };
 
 const DAEMONS: readonly DaemonKind[] = ["containerd", "containerd-ts"];
 
 function parseOptions(args: string[]): BenchOptions {
   const { values } = parseArgs({
-    args,
+    args: args.filter((a) => a !== "--"),
     options: {
-      boots: { type: "string", default: "10" },
-      "duration-ms": { type: "string", default: "2000" },
+      boots: { type: "string" },
+      "duration-ms": { type: "string" },
       repeat: { type: "string", default: "3" },
       "warmup-ms": { type: "string", default: "500" },
       concurrency: { type: "string", default: "1,16,64" },
       "no-write": { type: "boolean", default: false },
+      only: { type: "string" },
+      quick: { type: "boolean", default: false },
     },
   });
+  const quick = values.quick;
   const concurrencies = values.concurrency.split(",").map(Number);
   if (concurrencies.some((c) => !Number.isInteger(c) || c < 1)) {
     throw new Error(`bad --concurrency ${values.concurrency}`);
   }
+  const only = values.only?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  const unknown = only?.filter((s) => !ALL_SCENARIOS.includes(s)) ?? [];
+  if (unknown.length > 0) {
+    throw new Error(`unknown scenario ${unknown.join(", ")}; known: ${ALL_SCENARIOS.join(", ")}`);
+  }
   return {
-    boots: Number(values.boots),
-    durationMs: Number(values["duration-ms"]),
+    boots: Number(values.boots ?? (quick ? "3" : "10")),
+    durationMs: Number(values["duration-ms"] ?? (quick ? "1000" : "2000")),
     warmupMs: Number(values["warmup-ms"]),
     concurrencies,
     repeat: Math.max(1, Number(values.repeat)),
     write: !values["no-write"],
+    scenarios: new Set(only ?? ALL_SCENARIOS),
+    quick,
+    sizes: quick ? QUICK_SIZES : FULL_SIZES,
   };
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-function log(line: string): void {
-  console.error(`bench: ${line}`);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -279,14 +309,6 @@ async function measureLoad(
 // ----------------------------------------------------------------------------------------------
 // Report
 
-function rangeText(cell: Cell | undefined, unit: string, digits: number): string {
-  if (!cell) return "—";
-  if (!cell.ok) return `n/a: ${cell.reason}`;
-  const v = cell.values;
-  const f = (x: number) => x.toFixed(digits);
-  return `${f(Math.min(...v))} / ${f(median(v))} / ${f(Math.max(...v))} ${unit}`;
-}
-
 function fmtRps(rps: number): string {
   return rps >= 1000 ? `${(rps / 1000).toFixed(2)}k` : rps.toFixed(0);
 }
@@ -308,47 +330,39 @@ function loadText(cell: LoadCell | undefined): string {
   } ms)`;
 }
 
-function ratioText(ours: number | undefined, theirs: number | undefined): string {
-  if (ours === undefined || theirs === undefined || !(theirs > 0)) return "—";
-  return `×${(ours / theirs).toFixed(2)}`;
-}
-
-function table(
+function bootRows(
   options: BenchOptions,
   boot: Map<DaemonKind, Cell>,
   rss: Map<DaemonKind, Cell>,
-  load: Map<string, Map<number, LoadCell>>,
-): string {
-  const rows: string[] = [
-    "| scenario | containerd | containerd-ts | ratio (ts / containerd) | client ceiling: fixed-reply node:http2 server | server/rpc.ts handler alone |",
-    "|---|---|---|---|---|---|",
+): Row[] {
+  const pair = (scenario: string, cells: Map<DaemonKind, Cell>, unit: string, digits: number) => ({
+    scenario,
+    containerd: rangeText(cells.get("containerd"), unit, digits),
+    ours: rangeText(cells.get("containerd-ts"), unit, digits),
+    ratio: `${
+      ratioText(cellMedian(cells.get("containerd-ts")), cellMedian(cells.get("containerd")))
+    } (median)`,
+    reference: "—",
+    handler: "—",
+  });
+  return [
+    pair(`boot to first Version RPC (min / median / max, ${options.boots} boots)`, boot, "ms", 0),
+    pair("idle RSS 1 s after boot (min / median / max)", rss, "MiB", 1),
   ];
-  const med = (c: Cell | undefined) => c?.ok ? median(c.values) : undefined;
-  rows.push(
-    `| boot to first Version RPC (min / median / max, ${options.boots} boots) | ${
-      rangeText(boot.get("containerd"), "ms", 0)
-    } | ${rangeText(boot.get("containerd-ts"), "ms", 0)} | ${
-      ratioText(med(boot.get("containerd-ts")), med(boot.get("containerd")))
-    } (median) | — | — |`,
-  );
-  rows.push(
-    `| idle RSS 1 s after boot (min / median / max) | ${
-      rangeText(rss.get("containerd"), "MiB", 1)
-    } | ${rangeText(rss.get("containerd-ts"), "MiB", 1)} | ${
-      ratioText(med(rss.get("containerd-ts")), med(rss.get("containerd")))
-    } (median) | — | — |`,
-  );
-  for (const c of options.concurrencies) {
+}
+
+function loadRows(options: BenchOptions, load: Map<string, Map<number, LoadCell>>): Row[] {
+  return options.concurrencies.map((c) => {
     const get = (name: string) => load.get(name)?.get(c);
-    rows.push(
-      `| unary Version, concurrency ${c} | ${loadText(get("containerd"))} | ${
-        loadText(get("containerd-ts"))
-      } | ${ratioText(medianRps(get("containerd-ts")), medianRps(get("containerd")))} | ${
-        loadText(get("fixed"))
-      } | ${loadText(get("handler"))} |`,
-    );
-  }
-  return rows.join("\n");
+    return {
+      scenario: `unary Version, concurrency ${c}`,
+      containerd: loadText(get("containerd")),
+      ours: loadText(get("containerd-ts")),
+      ratio: ratioText(medianRps(get("containerd-ts")), medianRps(get("containerd"))),
+      reference: `fixed-reply server: ${loadText(get("fixed"))}`,
+      handler: loadText(get("handler")),
+    };
+  });
 }
 
 async function gitCommit(): Promise<{ short: string; dirty: boolean }> {
@@ -394,8 +408,18 @@ async function main(): Promise<void> {
       log(`${kind}: n/a: ${reason}`);
     }
   }
-  const { boot, rss } = await measureBoots(options, reasons);
-  const load = await measureLoad(options, reasons);
+  log(`scenarios: ${[...options.scenarios].join(", ")}${options.quick ? " (--quick)" : ""}`);
+  const rows: Row[] = [];
+  if (options.scenarios.has("boot")) {
+    const { boot, rss } = await measureBoots(options, reasons);
+    rows.push(...bootRows(options, boot, rss));
+  }
+  if (options.scenarios.has("unary")) {
+    rows.push(...loadRows(options, await measureLoad(options, reasons)));
+  }
+  rows.push(
+    ...await runScenarios({ ...options.sizes, scenarios: options.scenarios }, reasons),
+  );
   const commit = await gitCommit();
   const date = new Date().toISOString().slice(0, 10);
   const report = [
@@ -403,10 +427,14 @@ async function main(): Promise<void> {
     "",
     `- ${await containerdVersion()}`,
     `- containerd-ts via bin/containerd-ts on Deno ${Deno.version.deno}; ${navigator.hardwareConcurrency} CPUs`,
-    `- one raw node:http2 gRPC client process per point, ${options.warmupMs} ms warm-up + ${options.durationMs} ms measured; ${options.repeat} rounds, target order rotating; req/s is the median [min–max] of the rounds, p50/p99 the median of the rounds`,
+    `- scenarios: ${[...options.scenarios].join(", ")}${
+      options.quick ? " — **--quick smoke run: smaller sizes and counts**" : " (full sizes)"
+    }`,
+    `- unary: one raw node:http2 gRPC client process per point, ${options.warmupMs} ms warm-up + ${options.durationMs} ms measured; ${options.repeat} rounds, target order rotating; req/s is the median [min–max] of the rounds, p50/p99 the median of the rounds`,
+    "- data scenarios (content, images, containers, scale, memory): one daemon of each kind running side by side for all of them, repeats alternating which daemon goes first; ratios are of medians; MB/s = 10^6 bytes/s; ctr is Debian's ctr 1.6.20 for both",
     "- the host is shared: other work running beside the bench moves the numbers; compare columns of one run",
     "",
-    table(options, boot, rss, load),
+    renderTable(rows),
     "",
   ].join("\n");
   console.log(report);
