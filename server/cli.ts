@@ -187,6 +187,21 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return 0;
     },
   },
+  fsck: {
+    args: "[--repair] [--json] [flags]",
+    summary: "check blobs, ingests and content rows on disk (--repair: fix what is safe)",
+    options: {
+      config: { type: "string", short: "c" },
+      address: { type: "string", short: "a" },
+      root: { type: "string" },
+      repair: { type: "boolean" },
+      json: { type: "boolean" },
+    },
+    async run(ctx) {
+      const { runFsck } = await import("./fsck.ts");
+      return await runFsck(ctx);
+    },
+  },
   status: {
     args: "[-a SOCK] [flags]",
     summary: "whether the daemon serves; its version, uptime and plugins",
