@@ -28,6 +28,9 @@ import { type IntrospectionClient, introspectionService } from "./introspection.
 import { type LeasesClient, leasesService } from "./leases.ts";
 import { type NamespacesClient, namespacesService } from "./namespaces.ts";
 import { type VersionClient, versionService } from "./version.ts";
+import { type ImagesClient, imagesService } from "./images.ts";
+import { type SnapshotsClient, snapshotsService } from "./snapshots.ts";
+import { type DiffClient, diffService } from "./diff.ts";
 
 /** The namespace a client uses unless told otherwise (ctr's default too). */
 export const DEFAULT_NAMESPACE = "default";
@@ -206,6 +209,21 @@ export class Client implements AsyncDisposable {
   /** containerd.services.leases.v1.Leases (namespaced). */
   get leases(): LeasesClient {
     return this.use(leasesService);
+  }
+
+  /** containerd.services.images.v1.Images (namespaced). */
+  get images(): ImagesClient {
+    return this.use(imagesService);
+  }
+
+  /** containerd.services.snapshots.v1.Snapshots (namespaced). */
+  get snapshots(): SnapshotsClient {
+    return this.use(snapshotsService);
+  }
+
+  /** containerd.services.diff.v1.Diff. */
+  get diff(): DiffClient {
+    return this.use(diffService);
   }
 
   /** containerd.services.events.v1.Events (subscribe sees every namespace). */

@@ -134,3 +134,33 @@ export {
   type PublishEvent,
   type SubscribeOptions,
 } from "./events.ts";
+export {
+  type DeleteImageOptions,
+  type Descriptor,
+  fromDescriptor,
+  type ImageInfo,
+  type ImageInit,
+  ImagesClient,
+  imagesService,
+  toDescriptor,
+  type UpdateImageOptions,
+} from "./images.ts";
+export {
+  DEFAULT_SNAPSHOTTER,
+  type MountInfo,
+  type SnapshotCreateOptions,
+  type SnapshotInfo,
+  type SnapshotKind,
+  type SnapshotOptions,
+  SnapshotsClient,
+  snapshotsService,
+  type SnapshotUsage,
+} from "./snapshots.ts";
+export { DiffClient, diffService } from "./diff.ts";
+export {
+  chainIDs,
+  importArchive,
+  type ImportedImage,
+  type ImportOptions,
+  type ImportProgress,
+} from "./import.ts";

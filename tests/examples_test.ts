@@ -203,3 +203,57 @@ Deno.test("examples against the booted daemon", async (t) => {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("import-image imports an OCI archive and prints its layers", async (t) => {
+  const { makeTestImageTool, sh } = await import("./harness.ts");
+  const tool = makeTestImageTool();
+  if (!tool || Deno.uid() !== 0) {
+    console.log("examples_test: SKIP import-image: make-test-image missing or not root");
+    return;
+  }
+  const dir = await Deno.makeTempDir({ prefix: "cts-examples-import-" });
+  const daemon = await startDaemon();
+  const client = connect({ address: daemon.address, namespace: "ex" });
+  try {
+    const made = await sh(tool, ["--layers", "2", "--json", `${dir}/img.tar`]);
+    assert.equal(made.code, 0, made.stderr);
+    await t.step("prints the image name and every layer", async () => {
+      const { code, stdout, stderr } = await run("import-image.ts", [
+        "--address",
+        daemon.address,
+        "-n",
+        "ex",
+        `${dir}/img.tar`,
+      ]);
+      assert.equal(code, 0, stderr);
+      const image = await client.images.get("docker.io/library/testbox:latest");
+      const lines = stdout.trimEnd().split("\n");
+      assert.equal(lines[0], `image docker.io/library/testbox:latest ${image.target.digest}`);
+      assert.equal(lines.length, 3);
+      const blobs = new Map((await client.content.list()).map((b) => [b.digest, b]));
+      const snapshots = new Set((await client.snapshots.list()).map((s) => s.name));
+      for (const [i, line] of lines.slice(1).entries()) {
+        const [word, index, digest, size, chainID] = line.split(" ");
+        assert.equal(word, "layer");
+        assert.equal(index, String(i));
+        assert.equal(String(blobs.get(digest ?? "")?.size), size);
+        assert.ok(snapshots.has(chainID ?? ""), `no snapshot ${chainID}`);
+      }
+    });
+    await t.step("refuses a docker-save archive", async () => {
+      const made = await sh(tool, ["--format", "docker", `${dir}/docker.tar`]);
+      assert.equal(made.code, 0, made.stderr);
+      const { code, stderr } = await run("import-image.ts", [
+        "--address",
+        daemon.address,
+        `${dir}/docker.tar`,
+      ]);
+      assert.equal(code, 1);
+      assert.match(stderr, /docker-save archives .* not supported/);
+    });
+  } finally {
+    await client.close();
+    await daemon.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
