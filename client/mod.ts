@@ -60,26 +60,8 @@ export {
   type RpcSettings,
   type ServiceDef,
 } from "./rpc.ts";
-export {
-  AbortedError,
-  AlreadyExistsError,
-  CanceledError,
-  Code,
-  codeOf,
-  DeadlineExceededError,
-  ErrdefsError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  isAlreadyExists,
-  isNotFound,
-  NotFoundError,
-  NotImplementedError,
-  OutOfRangeError,
-  PermissionDeniedError,
-  ResourceExhaustedError,
-  toTypedError,
-  UnavailableError,
-} from "./errors.ts";
+// The typed errors (errdefs kinds) and toTypedError, exactly as client/errors.ts exports them.
+export * from "./errors.ts";
 export { VersionClient, type VersionInfo, versionService } from "./version.ts";
 export {
   type DeprecationInfo,
