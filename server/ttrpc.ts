@@ -1,0 +1,414 @@
+/**
+ * ttrpc: the small RPC protocol containerd speaks with its shims, over one unix connection.
+ *
+ * Every message is a frame: a 10-byte header (payload length u32 BE, stream id u32 BE, type
+ * u8 — 1 request, 2 response — and flags u8) and a protobuf payload of at most 4 MiB. A
+ * request payload is `ttrpc.Request{service, method, payload, timeout_nano, metadata}`, a
+ * response `ttrpc.Response{status (google.rpc.Status), payload}`. Clients number their
+ * streams with odd ids (1, 3, 5...), one stream per call; only unary calls are needed for the
+ * shim API and for Events/Forward.
+ *
+ * {@link TtrpcClient} is how the runtime drives `containerd-shim-runc-v2`; {@link TtrpcServer}
+ * is the daemon's ttrpc socket, where shims forward their events. Both carry errors as the
+ * typed errors of errdefs.ts, so a shim's NotFound reaches a gRPC client as NotFound.
+ *
+ * @example
+ * ```ts
+ * import { TtrpcClient } from "./ttrpc.ts";
+ * import { Task } from "../proto/gen/containerd/task/v2/shim_pb.ts";
+ * const shim = await TtrpcClient.dial("/run/containerd/s/0123abcd");
+ * const state = await shim.call(Task.method.state, { id: "c1" });
+ * shim.close();
+ * ```
+ * @module
+ */
+import * as net from "node:net";
+import {
+  create,
+  type DescMessage,
+  type DescMethodUnary,
+  type DescService,
+  fromBinary,
+  type MessageInitShape,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import {
+  type Request as TtrpcRequest,
+  RequestSchema,
+  ResponseSchema,
+} from "../proto/gen/ttrpc/ttrpc_pb.ts";
+import {
+  Code,
+  codeOf,
+  DeadlineExceededError,
+  ErrdefsError,
+  fromCode,
+  InvalidArgumentError,
+  UnavailableError,
+} from "./errdefs.ts";
+
+/** Bytes of a frame header. */
+export const FRAME_HEADER_BYTES = 10;
+/** Largest payload a frame may carry (ttrpc's messageLengthMax). */
+export const MAX_FRAME_PAYLOAD = 4 << 20;
+/** Frame type of a request. */
+export const FRAME_REQUEST = 1;
+/** Frame type of a response. */
+export const FRAME_RESPONSE = 2;
+
+/** One decoded frame. */
+export interface Frame {
+  streamId: number;
+  type: number;
+  flags: number;
+  payload: Uint8Array;
+}
+
+/** Encode one frame; a payload over {@link MAX_FRAME_PAYLOAD} is refused. */
+export function encodeFrame(frame: Frame): Uint8Array {
+  const { payload } = frame;
+  if (payload.byteLength > MAX_FRAME_PAYLOAD) {
+    throw new InvalidArgumentError(
+      `ttrpc message of ${payload.byteLength} bytes exceeds the limit of ${MAX_FRAME_PAYLOAD}`,
+    );
+  }
+  const out = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, payload.byteLength);
+  view.setUint32(4, frame.streamId);
+  out[8] = frame.type;
+  out[9] = frame.flags;
+  out.set(payload, FRAME_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Splits a byte stream into frames. Feed it chunks as they arrive; it returns the frames
+ * completed so far and keeps the rest. A header announcing more than the limit throws, since
+ * the peer is then not speaking ttrpc.
+ */
+export class FrameDecoder {
+  #buffer: Uint8Array = new Uint8Array(0);
+
+  /** Append `chunk` and return every complete frame. */
+  push(chunk: Uint8Array): Frame[] {
+    this.#buffer = this.#buffer.byteLength === 0 ? chunk : concat(this.#buffer, chunk);
+    const frames: Frame[] = [];
+    while (this.#buffer.byteLength >= FRAME_HEADER_BYTES) {
+      const view = new DataView(
+        this.#buffer.buffer,
+        this.#buffer.byteOffset,
+        this.#buffer.byteLength,
+      );
+      const length = view.getUint32(0);
+      if (length > MAX_FRAME_PAYLOAD) {
+        throw new InvalidArgumentError(
+          `ttrpc frame announces ${length} bytes, over the limit of ${MAX_FRAME_PAYLOAD}`,
+        );
+      }
+      if (this.#buffer.byteLength < FRAME_HEADER_BYTES + length) break;
+      frames.push({
+        streamId: view.getUint32(4),
+        type: view.getUint8(8),
+        flags: view.getUint8(9),
+        payload: this.#buffer.slice(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + length),
+      });
+      this.#buffer = this.#buffer.subarray(FRAME_HEADER_BYTES + length);
+    }
+    return frames;
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a, 0);
+  out.set(b, a.byteLength);
+  return out;
+}
+
+/** Options of one {@link TtrpcClient.call}. */
+export interface TtrpcCallOptions {
+  /** Metadata sent with the request, e.g. `containerd-namespace-ttrpc`. */
+  metadata?: Record<string, string>;
+  /** Give up (DeadlineExceeded) after this long; also sent to the peer as timeout_nano. */
+  timeoutMs?: number;
+  /** Abort the wait (Canceled); the peer's answer, if any, is dropped. */
+  signal?: AbortSignal;
+}
+
+interface Pending {
+  resolve(payload: Uint8Array): void;
+  reject(err: Error): void;
+}
+
+/**
+ * A ttrpc client over one unix connection. Calls are multiplexed by stream id; when the
+ * connection ends every pending call fails with Unavailable and {@link closed} resolves —
+ * for a shim that is the signal that it died.
+ */
+export class TtrpcClient {
+  readonly #socket: net.Socket;
+  readonly #pending = new Map<number, Pending>();
+  readonly #closed: Promise<void>;
+  #nextStreamId = 1;
+  #closeReason: Error | undefined;
+
+  private constructor(socket: net.Socket, address: string) {
+    this.#socket = socket;
+    const decoder = new FrameDecoder();
+    this.#closed = new Promise((resolve) => {
+      socket.on("data", (chunk: Uint8Array) => {
+        let frames: Frame[];
+        try {
+          frames = decoder.push(new Uint8Array(chunk));
+        } catch (err) {
+          socket.destroy(err as Error);
+          return;
+        }
+        for (const frame of frames) this.#onFrame(frame);
+      });
+      socket.on("error", (err: Error) => {
+        this.#closeReason ??= new UnavailableError(
+          `ttrpc connection to ${address}: ${err.message}`,
+          { cause: err },
+        );
+      });
+      socket.on("close", () => {
+        this.#closeReason ??= new UnavailableError(`ttrpc connection to ${address} closed`);
+        for (const pending of this.#pending.values()) pending.reject(this.#closeReason);
+        this.#pending.clear();
+        resolve();
+      });
+    });
+  }
+
+  /** Connect to the ttrpc server on the unix socket `path` (`unix://` prefix allowed). */
+  static dial(path: string): Promise<TtrpcClient> {
+    const address = path.replace(/^unix:\/\//, "");
+    return new Promise((resolve, reject) => {
+      const socket = net.createConnection({ path: address });
+      const onError = (err: Error) => {
+        reject(new UnavailableError(`dial ttrpc ${address}: ${err.message}`, { cause: err }));
+      };
+      socket.once("error", onError);
+      socket.once("connect", () => {
+        socket.off("error", onError);
+        resolve(new TtrpcClient(socket, address));
+      });
+    });
+  }
+
+  /** Resolves once the connection has ended, for whatever reason. */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /** Call `method` with `input`; peer errors arrive as typed errors with the peer's message. */
+  async call<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O>,
+    input: MessageInitShape<I>,
+    options: TtrpcCallOptions = {},
+  ): Promise<MessageShape<O>> {
+    if (this.#closeReason) throw this.#closeReason;
+    const streamId = this.#nextStreamId;
+    this.#nextStreamId += 2;
+    const request = create(RequestSchema, {
+      service: method.parent.typeName,
+      method: method.name,
+      payload: toBinary(method.input, create(method.input, input)),
+      timeoutNano: options.timeoutMs === undefined ? 0n : BigInt(options.timeoutMs) * 1_000_000n,
+      metadata: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
+    });
+    const frame = encodeFrame({
+      streamId,
+      type: FRAME_REQUEST,
+      flags: 0,
+      payload: toBinary(RequestSchema, request),
+    });
+    const what = `ttrpc ${method.parent.typeName}/${method.name}`;
+    const payload = await new Promise<Uint8Array>((resolve, reject) => {
+      const cleanups: (() => void)[] = [];
+      const finish = () => {
+        this.#pending.delete(streamId);
+        for (const cleanup of cleanups) cleanup();
+      };
+      this.#pending.set(streamId, {
+        resolve: (bytes) => {
+          finish();
+          resolve(bytes);
+        },
+        reject: (err) => {
+          finish();
+          reject(err);
+        },
+      });
+      if (options.timeoutMs !== undefined) {
+        const timer = setTimeout(() => {
+          this.#pending.get(streamId)?.reject(
+            new DeadlineExceededError(`${what}: no answer within ${options.timeoutMs} ms`),
+          );
+        }, options.timeoutMs);
+        cleanups.push(() => clearTimeout(timer));
+      }
+      const signal = options.signal;
+      if (signal) {
+        const onAbort = () => {
+          this.#pending.get(streamId)?.reject(fromCode(Code.Canceled, `${what}: canceled`));
+        };
+        if (signal.aborted) onAbort();
+        signal.addEventListener("abort", onAbort, { once: true });
+        cleanups.push(() => signal.removeEventListener("abort", onAbort));
+      }
+      this.#socket.write(frame);
+    });
+    return fromBinary(method.output, payload);
+  }
+
+  #onFrame(frame: Frame): void {
+    if (frame.type !== FRAME_RESPONSE) return;
+    const pending = this.#pending.get(frame.streamId);
+    if (!pending) return;
+    let response;
+    try {
+      response = fromBinary(ResponseSchema, frame.payload);
+    } catch (err) {
+      pending.reject(new UnavailableError(`ttrpc: undecodable response: ${String(err)}`));
+      return;
+    }
+    const status = response.status;
+    if (status && status.code !== 0) {
+      pending.reject(fromCode(status.code as Code, status.message));
+      return;
+    }
+    pending.resolve(response.payload);
+  }
+
+  /** Close the connection; pending calls fail with Unavailable. */
+  close(): void {
+    this.#socket.destroy();
+  }
+}
+
+/** What a server-side handler sees besides its request. */
+export interface TtrpcCallContext {
+  /** Request metadata; a key sent several times keeps its last value. */
+  metadata: Map<string, string>;
+  /** Aborts when the connection closes or the request's timeout passes. */
+  signal: AbortSignal;
+}
+
+type UnaryHandler = (
+  input: unknown,
+  context: TtrpcCallContext,
+) => Promise<unknown> | unknown;
+
+/** Handlers for some of a service's unary methods, keyed by their local names. */
+export type TtrpcServiceImpl<S extends DescService> = {
+  [K in keyof S["method"]]?: S["method"][K] extends DescMethodUnary<infer I, infer O> ? (
+      input: MessageShape<I>,
+      context: TtrpcCallContext,
+    ) => Promise<MessageInitShape<O>> | MessageInitShape<O>
+    : never;
+};
+
+interface Route {
+  method: DescMethodUnary;
+  handler: UnaryHandler;
+}
+
+/**
+ * A ttrpc server: register services, then hand it a node `net.Server` (listen with
+ * listen.ts's `listenUnix` for containerd's socket rules) via {@link attach}. Requests for an
+ * unknown service or method answer Unimplemented; handler errors answer their typed code.
+ */
+export class TtrpcServer {
+  readonly #routes = new Map<string, Route>();
+  readonly #connections = new Set<net.Socket>();
+
+  /** Serve `impl` as `service`. */
+  register<S extends DescService>(service: S, impl: TtrpcServiceImpl<S>): void {
+    for (const method of service.methods) {
+      const handler = (impl as Record<string, UnaryHandler | undefined>)[method.localName];
+      if (handler === undefined || method.methodKind !== "unary") continue;
+      this.#routes.set(`${service.typeName}/${method.name}`, {
+        method: method as DescMethodUnary,
+        handler,
+      });
+    }
+  }
+
+  /** Serve every connection `server` accepts. */
+  attach(server: net.Server): void {
+    server.on("connection", (socket: net.Socket) => this.serveConnection(socket));
+  }
+
+  /** Serve one connection until it closes. */
+  serveConnection(socket: net.Socket): void {
+    this.#connections.add(socket);
+    const closed = new AbortController();
+    const decoder = new FrameDecoder();
+    socket.on("data", (chunk: Uint8Array) => {
+      let frames: Frame[];
+      try {
+        frames = decoder.push(new Uint8Array(chunk));
+      } catch {
+        socket.destroy();
+        return;
+      }
+      for (const frame of frames) {
+        if (frame.type !== FRAME_REQUEST) continue;
+        void this.#answer(socket, frame, closed.signal);
+      }
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      this.#connections.delete(socket);
+      closed.abort();
+    });
+  }
+
+  async #answer(socket: net.Socket, frame: Frame, closed: AbortSignal): Promise<void> {
+    let status: { code: number; message: string } | undefined;
+    let payload = new Uint8Array(0);
+    try {
+      const request: TtrpcRequest = fromBinary(RequestSchema, frame.payload);
+      const route = this.#routes.get(`${request.service}/${request.method}`);
+      if (!route) {
+        throw fromCode(
+          Code.Unimplemented,
+          `ttrpc: method ${request.service}/${request.method} is not served here`,
+        );
+      }
+      const metadata = new Map(request.metadata.map((kv) => [kv.key, kv.value]));
+      const signals = [closed];
+      if (request.timeoutNano > 0n) {
+        signals.push(AbortSignal.timeout(Number(request.timeoutNano / 1_000_000n)));
+      }
+      const input = fromBinary(route.method.input, request.payload);
+      const output = await route.handler(input, { metadata, signal: AbortSignal.any(signals) });
+      payload = toBinary(
+        route.method.output,
+        create(route.method.output, output as MessageInitShape<DescMessage>),
+      );
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      const code = err instanceof ErrdefsError ? err.code : codeOf(err);
+      status = { code, message };
+    }
+    if (socket.destroyed) return;
+    const response = create(ResponseSchema, { status, payload });
+    socket.write(encodeFrame({
+      streamId: frame.streamId,
+      type: FRAME_RESPONSE,
+      flags: 0,
+      payload: toBinary(ResponseSchema, response),
+    }));
+  }
+
+  /** Close every open connection (the listener is closed by its owner). */
+  closeConnections(): void {
+    for (const socket of this.#connections) socket.destroy();
+    this.#connections.clear();
+  }
+}
