@@ -75,6 +75,7 @@ import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grp
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { compressionGzip } from "@connectrpc/connect-node";
 import type { Logger } from "./log.ts";
+import type { TtrpcServiceImpl } from "./ttrpc.ts";
 
 /** A Connect service and its implementation, as a plugin hands it to the server. */
 export interface ServiceSpec {
@@ -95,9 +96,36 @@ export function serviceSpec<S extends DescService>(
   return { service, impl: impl as Partial<ServiceImpl<DescService>> };
 }
 
-/** A plugin instance that serves RPCs has `services`; the server mounts them on its socket. */
+/**
+ * A ttrpc service and its implementation, for the daemon's ttrpc socket (`[ttrpc] address`,
+ * default `<grpc address>.ttrpc`) — what containerd's `RegisterTTRPC` hands its ttrpc server.
+ */
+export interface TtrpcServiceSpec {
+  /** The generated service descriptor (e.g. `Events` from ttrpc/events/v1/events_pb.ts). */
+  readonly service: DescService;
+  /** Unary method implementations by local name; missing methods answer Unimplemented. */
+  readonly impl: TtrpcServiceImpl<DescService>;
+}
+
+/**
+ * Pair a service descriptor with its ttrpc implementation, type-checked against the
+ * descriptor, erased to {@link TtrpcServiceSpec} for a plugin's `ttrpc` list.
+ */
+export function ttrpcServiceSpec<S extends DescService>(
+  service: S,
+  impl: TtrpcServiceImpl<S>,
+): TtrpcServiceSpec {
+  return { service, impl: impl as TtrpcServiceImpl<DescService> };
+}
+
+/**
+ * A plugin instance that serves RPCs has `services`; the server mounts them on its gRPC
+ * socket, and the optional `ttrpc` services on its ttrpc socket.
+ */
 export interface RpcServices {
   readonly services: readonly ServiceSpec[];
+  /** Services for the daemon's ttrpc socket (containerd's RegisterTTRPC). Default: none. */
+  readonly ttrpc?: readonly TtrpcServiceSpec[];
 }
 
 /**
