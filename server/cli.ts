@@ -141,7 +141,6 @@ async function loadAll(ctx: CommandContext): Promise<{
 
 /**
  * The command table: command words (space-separated; "" is the daemon itself) → handler.
- * Add `publish`, `status`, `fsck` here.
  */
 export const COMMANDS: Readonly<Record<string, Command>> = {
   "": {
@@ -200,6 +199,20 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     async run(ctx) {
       const { runFsck } = await import("./fsck.ts");
       return await runFsck(ctx);
+    },
+  },
+  publish: {
+    args: "--namespace NS --topic T [-a SOCK]",
+    summary: "publish the event (a protobuf Any on stdin) to the daemon, as shims do",
+    options: {
+      config: { type: "string", short: "c" },
+      address: { type: "string", short: "a" },
+      namespace: { type: "string" },
+      topic: { type: "string" },
+    },
+    async run(ctx) {
+      const { runPublish } = await import("./publish.ts");
+      return await runPublish(ctx);
     },
   },
   status: {

@@ -3,9 +3,10 @@
  *
  * {@link Server.start} validates and creates root and state, cleans `<root>/tmpmounts`, loads
  * plugin_dir modules, initialises plugins in dependency order, mounts every service a plugin
- * hands over on one router, and opens the listeners (gRPC unix socket, optional TCP, debug,
- * metrics). {@link Server.stop} undoes it in reverse: stop accepting, let in-flight RPCs finish
- * (bounded), close listeners, close plugins in reverse order, remove the socket.
+ * hands over on one router (and its ttrpc services on one ttrpc server), and opens the
+ * listeners (ttrpc unix socket, gRPC unix socket, optional TCP, debug, metrics).
+ * {@link Server.stop} undoes it in reverse: stop accepting, let in-flight RPCs finish
+ * (bounded), close listeners, close plugins in reverse order, remove the sockets.
  * {@link runDaemon} wraps both with signal handling, readiness notification and exit codes.
  *
  * The server knows no plugin by name: it only asks each instance whether it serves RPCs.
@@ -13,6 +14,7 @@
  * @module
  */
 import http2 from "node:http2";
+import net from "node:net";
 import type { Config } from "./config.ts";
 import { decodePluginConfigs } from "./config.ts";
 import { Exchange } from "./exchange.ts";
@@ -26,8 +28,17 @@ import {
   type Registration,
   Registry,
 } from "./plugin.ts";
-import { createRpcHandler, type RpcHandler, servesRpc, type ServiceSpec } from "./rpc.ts";
-import { contextInterceptor, errorInterceptor } from "./interceptors.ts";
+import {
+  createRpcHandler,
+  type RpcHandler,
+  servesRpc,
+  type ServiceSpec,
+  type TtrpcServiceSpec,
+} from "./rpc.ts";
+import { contextInterceptor, errorInterceptor, grpcMessageOf } from "./interceptors.ts";
+import { ErrdefsError, fromCode } from "./errdefs.ts";
+import { type TtrpcCallContext, TtrpcServer, type TtrpcServiceImpl } from "./ttrpc.ts";
+import type { DescService } from "@bufbuild/protobuf";
 import { closeServer, listenTcp, listenUnix } from "./listen.ts";
 import { createMetrics, type Metrics, startMetricsServer } from "./metrics.ts";
 import { debugVars, diagnosticDump, startDebugServer } from "./debug.ts";
@@ -70,6 +81,9 @@ export class Server {
   readonly #rpc: RpcHandler;
   readonly #stopping: AbortController;
   readonly #grpcServers: http2.Http2Server[];
+  readonly #ttrpc: TtrpcServer;
+  readonly #ttrpcListener: net.Server;
+  readonly #ttrpcAddress: string;
   readonly #closers: Closer[];
 
   private constructor(init: {
@@ -81,6 +95,9 @@ export class Server {
     rpc: RpcHandler;
     stopping: AbortController;
     grpcServers: http2.Http2Server[];
+    ttrpc: TtrpcServer;
+    ttrpcListener: net.Server;
+    ttrpcAddress: string;
     closers: Closer[];
   }) {
     this.config = init.config;
@@ -91,6 +108,9 @@ export class Server {
     this.#rpc = init.rpc;
     this.#stopping = init.stopping;
     this.#grpcServers = init.grpcServers;
+    this.#ttrpc = init.ttrpc;
+    this.#ttrpcListener = init.ttrpcListener;
+    this.#ttrpcAddress = init.ttrpcAddress;
     this.#closers = init.closers;
   }
 
@@ -126,6 +146,10 @@ export class Server {
     const events = new Exchange();
     const stopping = new AbortController();
     const grpcAddress = config.grpc.address;
+    // containerd: an unset [ttrpc] address means `<grpc address>.ttrpc` with the gRPC owner.
+    const ttrpcListen = config.ttrpc.address
+      ? { path: config.ttrpc.address, uid: config.ttrpc.uid, gid: config.ttrpc.gid }
+      : { path: `${grpcAddress}.ttrpc`, uid: config.grpc.uid, gid: config.grpc.gid };
     const plugins = await initPlugins({
       ordered,
       configs: pluginConfigs,
@@ -133,7 +157,7 @@ export class Server {
         rootDir: config.root,
         stateDir: config.state,
         grpcAddress,
-        ttrpcAddress: config.ttrpc.address || `${grpcAddress}.ttrpc`,
+        ttrpcAddress: ttrpcListen.path,
       },
       events,
       log,
@@ -159,9 +183,20 @@ export class Server {
     }
 
     const services: ServiceSpec[] = [];
+    const ttrpcServices: TtrpcServiceSpec[] = [];
     for (const record of plugins.records()) {
       const instance = record.instance;
-      if (record.status === "ok" && servesRpc(instance)) services.push(...instance.services);
+      if (record.status !== "ok" || !servesRpc(instance)) continue;
+      services.push(...instance.services);
+      ttrpcServices.push(...(instance.ttrpc ?? []));
+    }
+    let ttrpc: TtrpcServer;
+    try {
+      ttrpc = createTtrpcServer(ttrpcServices, log);
+    } catch (err) {
+      stopping.abort();
+      await closePlugins(plugins, () => {});
+      throw err;
     }
     const metrics: Metrics = createMetrics({ histogram: config.metrics.grpc_histogram });
     for (const spec of services) metrics.register(spec.service);
@@ -175,12 +210,20 @@ export class Server {
 
     const closers: Closer[] = [];
     const grpcServers: http2.Http2Server[] = [];
+    const ttrpcListener = net.createServer();
+    ttrpc.attach(ttrpcListener);
+    let ttrpcListening = false;
     const cleanup = async () => {
       for (const closer of closers.reverse()) await closer.close().catch(() => {});
       stopping.abort();
       await closePlugins(plugins, () => {});
     };
     try {
+      // containerd's order: the ttrpc socket before the gRPC one, so a client that reaches
+      // the gRPC socket finds shims able to deliver their events.
+      await listenUnix(ttrpcListener, ttrpcListen);
+      ttrpcListening = true;
+      log.info("serving...", { address: ttrpcListen.path });
       const unixServer = http2.createServer();
       rpc.attach(unixServer);
       await listenUnix(unixServer, {
@@ -224,6 +267,11 @@ export class Server {
       }
     } catch (err) {
       for (const server of grpcServers) await closeServer(server).catch(() => {});
+      if (ttrpcListening) {
+        ttrpc.closeConnections();
+        await closeServer(ttrpcListener, { graceMs: 0 });
+        await removeSocket(ttrpcListen.path, log);
+      }
       await cleanup();
       throw err instanceof BootError ? err : new BootError((err as Error).message, { cause: err });
     }
@@ -236,6 +284,9 @@ export class Server {
       rpc,
       stopping,
       grpcServers,
+      ttrpc,
+      ttrpcListener,
+      ttrpcAddress: ttrpcListen.path,
       closers,
     });
   }
@@ -259,8 +310,10 @@ export class Server {
    */
   async stop(drainTimeoutMs = DRAIN_TIMEOUT_MS): Promise<void> {
     const log = this.#log;
-    // Stop accepting first; existing sessions keep running until drained.
+    // Stop accepting first; existing sessions keep running until drained. Shims keep their
+    // ttrpc connections until then too, so events of the RPCs draining still arrive.
     const closing = this.#grpcServers.map((server) => closeServer(server));
+    const ttrpcClosed = new Promise<void>((resolve) => this.#ttrpcListener.close(() => resolve()));
     this.#stopping.abort();
     const deadline = AbortSignal.timeout(drainTimeoutMs);
     await this.#rpc.drain(deadline);
@@ -268,6 +321,8 @@ export class Server {
       log.warn("stopping with RPCs still in flight", { inflight: this.#rpc.inFlight });
     }
     await Promise.allSettled(closing);
+    this.#ttrpc.closeConnections();
+    await ttrpcClosed;
     for (const closer of [...this.#closers].reverse()) {
       await closer.close().catch((err) => log.warn("failed to close listener", { error: err }));
     }
@@ -276,7 +331,45 @@ export class Server {
       (uri, err) => log.warn("failed to close plugin", { id: uri, error: err }),
     );
     await removeSocket(this.config.grpc.address, log);
+    await removeSocket(this.#ttrpcAddress, log);
   }
+}
+
+/**
+ * One ttrpc server with every plugin's ttrpc services (containerd's RegisterTTRPC). A service
+ * offered twice is a BootError. Errors reach the shim as containerd's ToGRPC sends them: typed
+ * errors with their kind suffix (`...: invalid argument`); anything else is logged with its
+ * stack and answers Unknown.
+ */
+function createTtrpcServer(specs: readonly TtrpcServiceSpec[], log: Logger): TtrpcServer {
+  const server = new TtrpcServer();
+  const seen = new Set<string>();
+  for (const spec of specs) {
+    const name = spec.service.typeName;
+    if (seen.has(name)) throw new BootError(`ttrpc service ${name} is offered by two plugins`);
+    seen.add(name);
+    const impl: Record<string, (input: unknown, ctx: TtrpcCallContext) => Promise<unknown>> = {};
+    for (const [method, handler] of Object.entries(spec.impl)) {
+      if (typeof handler !== "function") continue;
+      const call = handler as (input: unknown, ctx: TtrpcCallContext) => unknown;
+      impl[method] = async (input, ctx) => {
+        try {
+          return await call(input, ctx);
+        } catch (err) {
+          if (err instanceof ErrdefsError) throw fromCode(err.code, grpcMessageOf(err));
+          log.error("ttrpc call failed", {
+            method: `/${name}/${method}`,
+            error: err,
+            stack: err instanceof Error ? err.stack : undefined,
+          });
+          throw err;
+        }
+      };
+    }
+    // The spec is erased (checked against its descriptor where ttrpcServiceSpec built it).
+    server.register(spec.service, impl as unknown as TtrpcServiceImpl<DescService>);
+  }
+  return server;
 }
 
 async function removeSocket(path: string, log: Logger): Promise<void> {

@@ -83,11 +83,22 @@ function requireEvent(event: Any | undefined, what: string): Any {
 }
 
 /**
+ * The fields of a forwarded envelope: containerd.services.events.v1.Envelope and the ttrpc
+ * twin shims send (containerd.services.events.ttrpc.v1.Envelope) both have this shape.
+ */
+export interface EnvelopeFields {
+  timestamp?: Timestamp | undefined;
+  namespace: string;
+  topic: string;
+  event?: Any | undefined;
+}
+
+/**
  * Check a forwarded envelope (containerd's validateEnvelope) and turn it into the exchange's
  * form: namespace an identifier, topic valid, timestamp set (Go's zero time counts as unset),
- * event set. Exported for the ttrpc Forward that shims call, whose envelope has this shape.
+ * event set. Used by the gRPC Forward and by the ttrpc Forward that shims call.
  */
-export function envelopeFromProto(envelope: Envelope | undefined): ExchangeEnvelope {
+export function envelopeFromProto(envelope: EnvelopeFields | undefined): ExchangeEnvelope {
   if (envelope === undefined) throw new InvalidArgumentError("envelope must be set");
   try {
     validateIdentifier(envelope.namespace);
