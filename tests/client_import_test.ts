@@ -3,7 +3,9 @@
  * reference: the same make-test-image OCI archive (3 layers) imported by the client into
  * namespace `a` and by `ctr -n b images import` into namespace `b` of one daemon gives the
  * same image record, the same blobs with the same labels and the same snapshot chain.
- * Also: the Images/Snapshots wrappers, and docker-save archives refused clearly.
+ * The same for a make-test-image docker-save archive (manifest, index and layer media types
+ * synthesized as containerd's importer does), read from a file and from a ReadableStream,
+ * alone and mixed with the OCI archive in both orders. Also: the Images/Snapshots wrappers.
  */
 import assert from "node:assert/strict";
 import {
@@ -11,9 +13,10 @@ import {
   connect,
   type ContentInfo,
   importArchive,
+  InvalidArgumentError,
   NotFoundError,
-  NotImplementedError,
 } from "../client/mod.ts";
+import type { Client } from "../client/client.ts";
 import { ctr, ctrMissing, makeTestImageTool, sh, startDaemon } from "./harness.ts";
 
 const MAKE_TEST_IMAGE = makeTestImageTool();
@@ -151,12 +154,179 @@ Deno.test({
         await assert.rejects(a.images.get("example.com/copy:1"), NotFoundError);
       });
 
-      await t.step("docker-save archives are refused", async () => {
-        const docker = await makeImage(work, "docker");
-        await assert.rejects(
-          importArchive(client.withNamespace("c"), docker),
-          (err: unknown) => err instanceof NotImplementedError && /docker-save/.test(err.message),
+      await t.step("OCI archive from a ReadableStream", async () => {
+        using file = await Deno.open(oci);
+        const [streamed] = await importArchive(client.withNamespace("s"), file.readable);
+        assert.deepEqual(streamed, img);
+      });
+    } finally {
+      await client.close();
+      await daemon.stop();
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Everything an import leaves in a namespace, after a synchronous collection. */
+async function namespaceState(address: string, client: Client, ns: string) {
+  const c = client.withNamespace(ns);
+  const images = (await c.images.list()).map((i) => ({
+    name: i.name,
+    target: i.target,
+    labels: i.labels,
+  })).sort((x, y) => x.name.localeCompare(y.name));
+  return {
+    images,
+    blobs: blobs(await c.content.list()),
+    snapshots: await ctrSnapshots(address, ns),
+    leases: await c.leases.list(),
+  };
+}
+
+async function collectGarbage(address: string) {
+  assert.equal((await ctr(address, ["leases", "create", "--id", "gc-now"])).code, 0);
+  assert.equal((await ctr(address, ["leases", "rm", "--sync", "gc-now"])).code, 0);
+}
+
+Deno.test({
+  name: "importArchive matches ctr images import for docker-save archives",
+  ignore: skip !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async (t) => {
+    const daemon = await startDaemon();
+    const work = await Deno.makeTempDir({ prefix: "cts-client-import-docker-" });
+    await using client = connect({ address: daemon.address });
+    const ctrImport = async (ns: string, file: string, ...flags: string[]) => {
+      const r = await ctr(daemon.address, ["images", "import", ...flags, file], {
+        namespace: ns,
+      });
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+    };
+    try {
+      const docker = await makeImage(work, "docker");
+      const oci = await makeImage(work, "oci");
+
+      // Client into the `*-a` namespaces, ctr into the `*-b` ones.
+      const [img] = await importArchive(client.withNamespace("d-a"), docker);
+      await ctrImport("d-b", docker);
+      using file = await Deno.open(docker);
+      const [streamed] = await importArchive(client.withNamespace("s-a"), file.readable);
+      await importArchive(client.withNamespace("od-a"), oci);
+      await importArchive(client.withNamespace("od-a"), docker);
+      await ctrImport("od-b", oci);
+      await ctrImport("od-b", docker);
+      await importArchive(client.withNamespace("do-a"), docker);
+      await importArchive(client.withNamespace("do-a"), oci);
+      await ctrImport("do-b", docker);
+      await ctrImport("do-b", oci);
+      // The index becomes a record of its own: its bytes are compared too.
+      await importArchive(client.withNamespace("i-a"), docker, { indexName: "example.com/i:1" });
+      await ctrImport("i-b", docker, "--index-name", "example.com/i:1");
+      // Another platform: nothing in the archive is for it; both refuse, leaving no record.
+      await assert.rejects(
+        importArchive(client.withNamespace("p-a"), docker, { platform: "linux/arm64" }),
+        (err: unknown) => err instanceof NotFoundError && /filtered out/.test(err.message),
+      );
+      const refused = await ctr(
+        daemon.address,
+        ["images", "import", "--platform", "linux/arm64", docker],
+        { namespace: "p-b" },
+      );
+      assert.match(refused.stderr, /image might be filtered out/);
+      await collectGarbage(daemon.address);
+      const state = (ns: string) => namespaceState(daemon.address, client, ns);
+      assert.ok(img && streamed);
+
+      await t.step("the image: a synthesized docker manifest of uncompressed layers", () => {
+        assert.equal(img.name, "docker.io/library/testbox:latest");
+        assert.equal(img.target.mediaType, "application/vnd.docker.distribution.manifest.v2+json");
+        assert.deepEqual(img.target.annotations, {
+          "io.containerd.image.name": "docker.io/library/testbox:latest",
+          "org.opencontainers.image.ref.name": "latest",
+        });
+        assert.equal(img.config.mediaType, "application/vnd.docker.container.image.v1+json");
+        assert.deepEqual(
+          img.layers.map((l) => l.mediaType),
+          Array(3).fill("application/vnd.docker.image.rootfs.diff.tar"),
         );
+        // Uncompressed layers: the blob is the diff.
+        assert.deepEqual(img.layers.map((l) => l.digest), img.diffIDs);
+        assert.deepEqual(img.chainIDs, chainIDs(img.diffIDs));
+        assert.deepEqual(streamed, img);
+      });
+
+      await t.step("same records, blobs, labels and snapshots as ctr (file)", async () => {
+        const [a, b] = await Promise.all([state("d-a"), state("d-b")]);
+        assert.deepEqual(a, b);
+        assert.equal(a.images.length, 1);
+        assert.equal(a.snapshots.length, 3);
+        assert.deepEqual(a.leases, []);
+        // manifest, index... the index is unreferenced and collected; config + 3 layers +
+        // manifest stay.
+        assert.equal(a.blobs.length, 5);
+        const manifest = a.blobs.find((x) => x.digest === img.target.digest);
+        assert.ok(manifest, "the synthesized manifest is stored");
+      });
+
+      await t.step("same as ctr from a ReadableStream", async () => {
+        assert.deepEqual(await state("s-a"), await state("d-b"));
+      });
+
+      await t.step("OCI then docker: the docker manifest takes the gzip twins", async () => {
+        const [a, b] = await Promise.all([state("od-a"), state("od-b")]);
+        assert.deepEqual(a, b);
+        const target = a.images[0]!.target;
+        const manifest = JSON.parse(
+          await new Response(client.withNamespace("od-a").content.read(target.digest)).text(),
+        );
+        assert.deepEqual(
+          manifest.layers.map((l: { mediaType: string }) => l.mediaType),
+          Array(3).fill("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        );
+      });
+
+      await t.step("docker then OCI: the same as ctr", async () => {
+        assert.deepEqual(await state("do-a"), await state("do-b"));
+      });
+
+      await t.step("--index-name: the same index bytes and records as ctr", async () => {
+        const [a, b] = await Promise.all([state("i-a"), state("i-b")]);
+        assert.deepEqual(a, b);
+        assert.deepEqual(a.images.map((i) => i.name), [
+          "docker.io/library/testbox:latest",
+          "example.com/i:1",
+        ]);
+        const index = a.images[1]!.target;
+        assert.equal(index.mediaType, "application/vnd.oci.image.index.v1+json");
+        const text = await new Response(client.withNamespace("i-a").content.read(index.digest))
+          .text();
+        assert.equal(
+          text,
+          `{"schemaVersion":2,"manifests":[{"mediaType":` +
+            `"application/vnd.docker.distribution.manifest.v2+json","digest":"${img.target.digest}",` +
+            `"size":${img.target.size},"annotations":{"io.containerd.image.name":` +
+            `"docker.io/library/testbox:latest","org.opencontainers.image.ref.name":"latest"},` +
+            `"platform":{"architecture":"amd64","os":"linux"}}]}`,
+        );
+      });
+
+      await t.step("--platform linux/arm64: refused, nothing left, as ctr", async () => {
+        const [a, b] = await Promise.all([state("p-a"), state("p-b")]);
+        assert.deepEqual(a, b);
+        assert.deepEqual(a.images, []);
+      });
+
+      await t.step("a tar that is neither format is refused", async () => {
+        const tar = `${work}/plain.tar`;
+        await Deno.writeTextFile(`${work}/hello.txt`, "hello");
+        assert.equal((await sh("tar", ["-C", work, "-cf", tar, "hello.txt"])).code, 0);
+        await assert.rejects(
+          importArchive(client.withNamespace("x"), tar),
+          (err: unknown) =>
+            err instanceof InvalidArgumentError && /unrecognized image format/.test(err.message),
+        );
+        assert.deepEqual(await client.withNamespace("x").images.list(), []);
       });
     } finally {
       await client.close();
