@@ -23,3 +23,5 @@ import "./diff/plugin.ts";
 import "./diff/service.ts";
 import "./images/service.ts";
 import "./containers/service.ts";
+import "./runtime/plugin.ts";
+import "./tasks/service.ts";

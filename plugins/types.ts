@@ -14,11 +14,12 @@ import type { GarbageCollector } from "./gc/api.ts";
 import type { LeaseManager } from "./leases/api.ts";
 import type { Snapshotter } from "./snapshots/api.ts";
 import type { Differ } from "./diff/differ.ts";
+import type { TaskManager } from "./runtime/manager.ts";
 
 /** Internal daemon helpers (io.containerd.internal.v1). */
 export const InternalPlugin: PluginType<unknown> = pluginType("io.containerd.internal.v1");
 /** Task runtimes (io.containerd.runtime.v2). */
-export const RuntimePluginV2: PluginType<unknown> = pluginType("io.containerd.runtime.v2");
+export const RuntimePluginV2: PluginType<TaskManager> = pluginType("io.containerd.runtime.v2");
 /** In-process services that gRPC services wrap (io.containerd.service.v1). */
 export const ServicePlugin: PluginType<unknown> = pluginType("io.containerd.service.v1");
 /** gRPC services mounted on the daemon's socket (io.containerd.grpc.v1). */
