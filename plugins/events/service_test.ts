@@ -299,6 +299,10 @@ Deno.test("plugin.ts registers the exchange and the Events service as containerd
   assert.deepEqual(grpc.services.map((s) => s.service.typeName), [
     "containerd.services.events.v1.Events",
   ]);
+  // Like containerd's service, the same instance registers the ttrpc Events (RegisterTTRPC).
+  assert.deepEqual(grpc.ttrpc?.map((s) => s.service.typeName), [
+    "containerd.services.events.ttrpc.v1.Events",
+  ]);
   const exchangeReg = regs.find((r) => r.id === "exchange");
   const eventsReg = regs.find((r) => r.id === "events");
   assert.deepEqual(eventsReg?.requires, [EventPlugin]);
