@@ -242,6 +242,19 @@ Deno.test({
       });
       assert.equal(execFail.code, 9, execFail.stderr);
 
+      // pause, resume, metrics (the shim's cgroup stats), checkpoint refused clearly
+      await ok(ctr(a, ["tasks", "pause", "c3"], { namespace }));
+      assert.equal((await taskRows(a, namespace))[0]?.[2], "PAUSED");
+      await ok(ctr(a, ["tasks", "resume", "c3"], { namespace }));
+      assert.equal((await taskRows(a, namespace))[0]?.[2], "RUNNING");
+      const metrics = await ok(ctr(a, ["tasks", "metrics", "--format", "json", "c3"], {
+        namespace,
+      }));
+      assert.ok(JSON.parse(metrics.stdout).pids.current >= 1, metrics.stdout);
+      const checkpoint = await ctr(a, ["tasks", "checkpoint", "c3"], { namespace });
+      assert.notEqual(checkpoint.code, 0);
+      assert.match(checkpoint.stderr, /not supported by containerd-ts: not implemented/);
+
       // a task of the same id cannot be created twice
       const again = await ctr(a, ["tasks", "start", "c3"], { namespace });
       assert.notEqual(again.code, 0);
@@ -273,6 +286,8 @@ Deno.test({
       for (
         const topic of [
           "/tasks/create",
+          "/tasks/paused",
+          "/tasks/resumed",
           "/tasks/start",
           "/tasks/exec-added",
           "/tasks/exec-started",
