@@ -182,6 +182,25 @@ Deno.test({
       });
       assert.equal(failed.code, 3, failed.stderr);
 
+      // a command runc cannot start, and a runtime with no shim: clear errors, nothing kept
+      const noExec = await ctr(a, ["run", "--rm", IMAGE, "bad1", "/nonexistent"], { namespace });
+      assert.equal(noExec.code, 1);
+      assert.match(
+        noExec.stderr,
+        /failed to create shim task: OCI runtime create failed: .*\/nonexistent/,
+      );
+      const noShim = await ctr(a, [
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.nope.v1",
+        IMAGE,
+        "bad2",
+        "/bin/true",
+      ], { namespace });
+      assert.equal(noShim.code, 1);
+      assert.match(noShim.stderr, /binary not installed "containerd-shim-nope-v1"/);
+
       // nothing left behind: containers, bundles, shims, mounts
       assert.deepEqual(
         lines((await ok(ctr(a, ["containers", "ls", "-q"], { namespace }))).stdout),
