@@ -374,14 +374,37 @@ Deno.test({
       await ok(
         ctr(daemon.address, ["run", "-d", IMAGE, "r1", "/bin/sleep", "1000"], { namespace }),
       );
+      await ok(
+        ctr(daemon.address, ["run", "-d", IMAGE, "r2", "/bin/sleep", "1000"], { namespace }),
+      );
+      const r2pid = (await taskRows(daemon.address, namespace)).find((r) => r[0] === "r2")?.[1];
+      assert.ok(r2pid);
       daemon.process.kill("SIGKILL");
       await daemon.exited;
+      // r2's shim dies while no daemon runs: the next boot cleans up after it
+      const r2shim = (await shimsOf(namespace)).find((l) => l.includes(" -id r2 "));
+      assert.ok(r2shim);
+      await ok(sh("kill", ["-9", r2shim.split(" ")[0] as string]), "kill r2's shim");
 
       daemon = await startDaemon({ dir });
       const a = daemon.address;
-      assert.match(daemon.log(), /reconnected to shim/);
+      assert.match(daemon.log(), /reconnected to shim.*id=r1/);
+      assert.match(daemon.log(), /shim of a previous daemon is gone; cleaning up.*id=r2/);
       const rows = await taskRows(a, namespace);
       assert.deepEqual(rows.map((r) => [r[0], r[2]]), [["r1", "RUNNING"]]);
+      await assert.rejects(
+        Deno.lstat(`${daemon.state}/io.containerd.runtime.v2.task/${namespace}/r2`),
+        Deno.errors.NotFound,
+      );
+      await waitFor("r2's process to be gone", async () => {
+        try {
+          return (await Deno.readTextFile(`/proc/${r2pid}/stat`)).includes(" Z ");
+        } catch {
+          return true;
+        }
+      });
+      assert.ok(!(await mountsUnder(dir)).some((m) => m.includes("/r2/")));
+      await ok(ctr(a, ["containers", "rm", "r2"], { namespace }));
       await ok(ctr(a, ["tasks", "kill", "-s", "SIGKILL", "r1"], { namespace }));
       await waitFor("r1 to stop", async () => (await taskRows(a, namespace))[0]?.[2] === "STOPPED");
       await ok(ctr(a, ["tasks", "rm", "r1"], { namespace }));
