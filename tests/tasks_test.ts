@@ -10,8 +10,9 @@
  * - `ctr run -t` through tmux: the prompt appears, typed input runs, `exit 4` ends it with 4.
  * - `ctr events` shows /tasks/create, /tasks/start, /tasks/exit (with the status) and
  *   /tasks/delete.
- * - kill -9 of the daemon while a container runs: after a restart the task is still RUNNING
- *   and can be killed and removed.
+ * - SIGTERM, then kill -9 of the daemon while containers run: after each restart the tasks
+ *   are still RUNNING and can be killed and removed; a shim that died while no daemon ran is
+ *   cleaned up at boot.
  * - kill -9 of a shim: the daemon cleans up (bundle, mounts) and publishes /tasks/exit.
  *
  * Every test uses its own namespace: runc keeps its state under /run/containerd/runc/<ns>,
@@ -362,7 +363,8 @@ Deno.test({
 
 Deno.test({
   ...options,
-  name: "kill -9 of the daemon: after restart the task is RUNNING and can be killed and removed",
+  name:
+    "SIGTERM and kill -9 of the daemon: tasks survive, reconnect, and dead shims are cleaned up",
   async fn() {
     const namespace = uniqueNamespace("restart");
     const work = await Deno.makeTempDir({ prefix: "tasks-test-" });
@@ -379,6 +381,13 @@ Deno.test({
       );
       const r2pid = (await taskRows(daemon.address, namespace)).find((r) => r[0] === "r2")?.[1];
       assert.ok(r2pid);
+      // a graceful stop leaves the containers running, and the next boot reconnects
+      await daemon.stop();
+      daemon = await startDaemon({ dir });
+      assert.deepEqual((await taskRows(daemon.address, namespace)).map((r) => [r[0], r[2]]), [
+        ["r1", "RUNNING"],
+        ["r2", "RUNNING"],
+      ]);
       daemon.process.kill("SIGKILL");
       await daemon.exited;
       // r2's shim dies while no daemon runs: the next boot cleans up after it
