@@ -209,6 +209,19 @@ export function contentStoreSuite(name: string, make: () => Promise<ContentStore
       collect(store.read(committed.digest, { offset: data.byteLength + 1 })),
       Code.OutOfRange,
     );
+    // Small positioned reads (ctr's 32 KiB Read calls) behave the same.
+    assert.deepEqual(
+      await collect(store.read(committed.digest, { offset: MiB - 3, size: 32 * 1024 })),
+      data.subarray(MiB - 3, MiB - 3 + 32 * 1024),
+    );
+    await rejectsWith(
+      collect(store.read(committed.digest, { offset: data.byteLength + 1, size: 10 })),
+      Code.OutOfRange,
+    );
+    await rejectsWith(
+      collect(store.read(sha256Digest("absent"), { offset: 0, size: 10 })),
+      Code.NotFound,
+    );
     // The ingest is gone once committed.
     await rejectsWith(store.status("ref-1"), Code.NotFound);
     assert.deepEqual(await store.listStatuses(), []);
@@ -432,6 +445,11 @@ export function contentStoreSuite(name: string, make: () => Promise<ContentStore
     );
     await rejectsWith(
       collect(store.read(info.digest)),
+      Code.NotFound,
+      `content digest ${info.digest}: not found`,
+    );
+    await rejectsWith(
+      collect(store.read(info.digest, { offset: 1, size: 4 })),
       Code.NotFound,
       `content digest ${info.digest}: not found`,
     );

@@ -124,16 +124,12 @@ export function contentService(deps: ContentServiceDeps): ServiceSpec {
 
     async *read(request, ctx) {
       validateDigest(request.digest);
+      // One metadata lookup per call (ctr issues one Read per 32 KiB): the scoped store's read
+      // checks the namespace has the blob, and the content store clamps `size` at the blob's
+      // end (size <= 0 reads to the end) and refuses an offset past it (OutOfRange).
       const store = metadata.content(scopeOf(ctx));
-      const info = store.info(request.digest);
       const offset = Math.max(num(request.offset), 0);
-      if (offset > info.size) {
-        throw new OutOfRangeError(`read past object length ${info.size} bytes`);
-      }
-      let size = num(request.size);
-      // size is the read's length, not the blob's; a read past the end is cut at the end.
-      if (size <= 0 || offset + size > info.size) size = info.size - offset;
-      if (size === 0) return;
+      const size = Math.max(num(request.size), 0);
       // As containerd, response offsets count from the start of this read.
       let at = 0;
       for await (
@@ -142,6 +138,13 @@ export function contentService(deps: ContentServiceDeps): ServiceSpec {
         yield create(ReadContentResponseSchema, { offset: BigInt(at), data: chunk });
         at += chunk.length;
         if (ctx.signal.aborted) return;
+      }
+      if (at === 0 && offset > 0) {
+        // Nothing read: past the end unless the offset is exactly the end.
+        const info = store.info(request.digest);
+        if (offset > info.size) {
+          throw new OutOfRangeError(`read past object length ${info.size} bytes`);
+        }
       }
     },
 
