@@ -128,6 +128,9 @@ async function* prepend(
   }
 }
 
+/** Output chunk size of gzip decompression: large enough that per-chunk costs vanish. */
+const GUNZIP_CHUNK_BYTES = 256 * 1024;
+
 async function* gunzip(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   // Errors of the source are the caller's (e.g. a content store read failing): remember them
   // so they are rethrown as they are instead of being reported as bad gzip data.
@@ -150,7 +153,10 @@ async function* gunzip(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8A
       await it.return?.();
     }
   };
-  const out = pipeline(Readable.from(guarded(), { objectMode: false }), createGunzip(), () => {});
+  // zlib's default 16 KiB output chunks cost one file write (and one hash update) each: a
+  // 256 MiB layer applied in 1.6-2.0 s with them, 0.7 s with 256 KiB chunks (same machine).
+  const gunzipStream = createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES });
+  const out = pipeline(Readable.from(guarded(), { objectMode: false }), gunzipStream, () => {});
   try {
     for await (const chunk of out) {
       const c = chunk as Uint8Array;
