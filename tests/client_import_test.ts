@@ -127,6 +127,9 @@ Deno.test({
       await t.step("snapshots prepare/mounts/usage/view/remove", async () => {
         const opts = { snapshotter: "overlayfs" };
         const top = img.chainIDs.at(-1)!;
+        // Under a lease: a collection between two calls would take unreferenced snapshots.
+        await using lease = await client.withNamespace("a").leases.create();
+        const a = client.withNamespace("a").withLease(lease);
         const mounts = await a.snapshots.prepare("work", top, opts);
         assert.equal(mounts[0]?.type, "overlay");
         assert.deepEqual(await a.snapshots.mounts("work", opts), mounts);
@@ -317,6 +320,98 @@ Deno.test({
         assert.deepEqual(a.images, []);
       });
 
+      await t.step("hand-made docker archive: symlink, blobs/ path, gzip layer, tags", async () => {
+        // docker.tar rearranged: layer 1 as blobs/sha256/<hex> (docker 25 style), layer 2
+        // gzipped, layer 3 through a symlink; short, registry and port names, and a second
+        // entry without tags. Imported with --index-name so the index is compared too.
+        const dir = `${work}/custom`;
+        await Deno.mkdir(dir);
+        assert.equal((await sh("tar", ["-C", dir, "-xf", docker])).code, 0);
+        const mf = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
+        const [l1, l2, l3] = mf[0].Layers as string[];
+        const bytes = await Deno.readFile(`${dir}/${l1}`);
+        const hex = [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))]
+          .map((b) => b.toString(16).padStart(2, "0")).join("");
+        await Deno.mkdir(`${dir}/blobs/sha256`, { recursive: true });
+        await Deno.rename(`${dir}/${l1}`, `${dir}/blobs/sha256/${hex}`);
+        assert.equal((await sh("gzip", ["-n", `${dir}/${l2}`])).code, 0);
+        await Deno.mkdir(`${dir}/alias`);
+        await Deno.symlink(`../${l3}`, `${dir}/alias/layer.tar`);
+        const layers = [`blobs/sha256/${hex}`, `${l2}.gz`, "alias/layer.tar"];
+        const entries = [
+          {
+            ...mf[0],
+            RepoTags: ["box", "example.com/team/box:v1", "localhost:5000/box"],
+            Layers: layers,
+          },
+          { Config: mf[0].Config, RepoTags: null, Layers: layers },
+        ];
+        await Deno.writeTextFile(`${dir}/manifest.json`, JSON.stringify(entries));
+        const members = [mf[0].Config, "blobs", l2!.split("/")[0]!, l3!.split("/")[0]!, "alias"];
+        const tar = `${work}/custom.tar`;
+        const made = await sh("tar", ["-C", dir, "-cf", tar, ...members, "manifest.json"]);
+        assert.equal(made.code, 0, made.stderr);
+
+        const got = await importArchive(client.withNamespace("c-a"), tar, {
+          indexName: "example.com/custom-index:1",
+        });
+        await ctrImport("c-b", tar, "--index-name", "example.com/custom-index:1");
+        await collectGarbage(daemon.address);
+        const [a, b] = await Promise.all([state("c-a"), state("c-b")]);
+        assert.deepEqual(a, b);
+        assert.deepEqual(a.images.map((i) => i.name), [
+          "docker.io/library/box:latest",
+          "example.com/custom-index:1",
+          "example.com/team/box:v1",
+          "localhost:5000/box:latest",
+        ]);
+        assert.deepEqual(got.map((i) => i.name), [
+          "example.com/custom-index:1",
+          "docker.io/library/box:latest",
+          "example.com/team/box:v1",
+          "localhost:5000/box:latest",
+        ]);
+        assert.deepEqual(got[1]!.layers.map((l) => l.mediaType.split(".").at(-1)), [
+          "tar",
+          "gzip",
+          "tar",
+        ]);
+        assert.deepEqual(got[1]!.diffIDs, img.diffIDs);
+      });
+
+      await t.step(
+        "OCI entries named by a tag only: ctr's import-<date> and --base-name",
+        async () => {
+          const dir = `${work}/tag-only`;
+          await Deno.mkdir(dir);
+          assert.equal((await sh("tar", ["-C", dir, "-xf", oci])).code, 0);
+          const index = JSON.parse(await Deno.readTextFile(`${dir}/index.json`));
+          index.manifests[0].annotations = { "org.opencontainers.image.ref.name": "v1" };
+          await Deno.writeTextFile(`${dir}/index.json`, JSON.stringify(index));
+          const tar = `${work}/tag-only.tar`;
+          const made = await sh("tar", [
+            "-C",
+            dir,
+            "-cf",
+            tar,
+            "oci-layout",
+            "index.json",
+            "blobs",
+          ]);
+          assert.equal(made.code, 0, made.stderr);
+          await importArchive(client.withNamespace("t-a"), tar);
+          await ctrImport("t-b", tar);
+          await importArchive(client.withNamespace("t-a"), tar, { baseName: "example.com/t" });
+          await ctrImport("t-b", tar, "--base-name", "example.com/t");
+          await collectGarbage(daemon.address);
+          const [a, b] = await Promise.all([state("t-a"), state("t-b")]);
+          assert.deepEqual(a, b);
+          assert.equal(a.images.length, 2);
+          assert.equal(a.images[0]!.name, "example.com/t:v1");
+          assert.match(a.images[1]!.name, /^import-\d{4}-\d\d-\d\d:v1$/);
+        },
+      );
+
       await t.step("a tar that is neither format is refused", async () => {
         const tar = `${work}/plain.tar`;
         await Deno.writeTextFile(`${work}/hello.txt`, "hello");
@@ -328,6 +423,45 @@ Deno.test({
         );
         assert.deepEqual(await client.withNamespace("x").images.list(), []);
       });
+    } finally {
+      await client.close();
+      await daemon.stop();
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "importArchive stores every tar member ctr stores (no collection in between)",
+  ignore: skip !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // No collection runs on its own here, so even the unreferenced blobs (index.json,
+    // repositories, <id>/json, VERSION, the synthesized index) can be compared.
+    const daemon = await startDaemon({
+      config: 'version = 2\n[plugins."io.containerd.gc.v1.scheduler"]\n' +
+        '  mutation_threshold = 1000000\n  startup_delay = "1h"\n  pause_threshold = 0.0001\n',
+    });
+    const work = await Deno.makeTempDir({ prefix: "cts-client-import-all-" });
+    await using client = connect({ address: daemon.address });
+    try {
+      for (const format of ["docker", "oci"] as const) {
+        const tar = await makeImage(work, format);
+        await importArchive(client.withNamespace(`${format}-a`), tar);
+        const r = await ctr(daemon.address, ["images", "import", tar], {
+          namespace: `${format}-b`,
+        });
+        assert.equal(r.code, 0, r.stderr + r.stdout);
+        const [a, b] = await Promise.all([
+          namespaceState(daemon.address, client, `${format}-a`),
+          namespaceState(daemon.address, client, `${format}-b`),
+        ]);
+        assert.deepEqual(a, b);
+        // docker: config, 3 x (VERSION, json, layer.tar) with one VERSION, repositories,
+        // manifest, index; oci: index.json, manifest, config, 3 layers.
+        assert.equal(a.blobs.length, format === "docker" ? 11 : 6, format);
+      }
     } finally {
       await client.close();
       await daemon.stop();
