@@ -240,16 +240,23 @@ Deno.test("import-image imports an OCI archive and prints its layers", async (t)
         assert.ok(snapshots.has(chainID ?? ""), `no snapshot ${chainID}`);
       }
     });
-    await t.step("refuses a docker-save archive", async () => {
+    await t.step("imports a docker-save archive into another namespace", async () => {
       const made = await sh(tool, ["--format", "docker", `${dir}/docker.tar`]);
       assert.equal(made.code, 0, made.stderr);
-      const { code, stderr } = await run("import-image.ts", [
+      const { code, stdout, stderr } = await run("import-image.ts", [
         "--address",
         daemon.address,
+        "--namespace",
+        "exdocker",
         `${dir}/docker.tar`,
       ]);
-      assert.equal(code, 1);
-      assert.match(stderr, /docker-save archives .* not supported/);
+      assert.equal(code, 0, stderr);
+      const image = await client.withNamespace("exdocker").images.get(
+        "docker.io/library/testbox:latest",
+      );
+      const first = stdout.trimEnd().split("\n")[0];
+      assert.equal(first, `image docker.io/library/testbox:latest ${image.target.digest}`);
+      assert.equal(image.target.mediaType, "application/vnd.docker.distribution.manifest.v2+json");
     });
   } finally {
     await client.close();
