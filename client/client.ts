@@ -2,6 +2,7 @@
  * The client: one connection to the daemon, a namespace and optional lease sent with every
  * call, and a typed wrapper per service (`client.version`, `client.introspection`,
  * `client.health`, `client.namespaces`, `client.content`, `client.leases`,
+ * `client.images`, `client.snapshots`, `client.diff`, `client.containers`, `client.tasks`,
  * `client.events`; any other {@link ServiceDef} through `client.use(def)`).
  *
  * `withNamespace(ns)` and `withLease(lease)` derive clients that share the connection and
@@ -31,6 +32,8 @@ import { type VersionClient, versionService } from "./version.ts";
 import { type ImagesClient, imagesService } from "./images.ts";
 import { type SnapshotsClient, snapshotsService } from "./snapshots.ts";
 import { type DiffClient, diffService } from "./diff.ts";
+import { type ContainersClient, containersService } from "./containers.ts";
+import { type TasksClient, tasksService } from "./tasks.ts";
 
 /** The namespace a client uses unless told otherwise (ctr's default too). */
 export const DEFAULT_NAMESPACE = "default";
@@ -224,6 +227,16 @@ export class Client implements AsyncDisposable {
   /** containerd.services.diff.v1.Diff. */
   get diff(): DiffClient {
     return this.use(diffService);
+  }
+
+  /** containerd.services.containers.v1.Containers (namespaced). */
+  get containers(): ContainersClient {
+    return this.use(containersService);
+  }
+
+  /** containerd.services.tasks.v1.Tasks (namespaced). */
+  get tasks(): TasksClient {
+    return this.use(tasksService);
   }
 
   /** containerd.services.events.v1.Events (subscribe sees every namespace). */

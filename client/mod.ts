@@ -9,6 +9,11 @@
  *   `client.content` (write from bytes/streams/files with resume and `onProgress`, read as a
  *   `ReadableStream`), `client.leases` (handles deleted on `await using`). A new service is
  *   one module exporting a {@link ServiceDef}, used as `client.use(def)`.
+ * - `client.containers` (records with the OCI spec as a parsed object; {@link defaultSpec}
+ *   builds containerd's default Linux spec) and `client.tasks` (create from rootfs mounts,
+ *   start, `wait` with an AbortSignal, kill by signal name or number, exec, pause/resume,
+ *   get/list with a {@link TaskStatus}, pids, metrics, delete) run containers; stdout can go
+ *   to a file through {@link fileURI}. examples/run-container.ts shows a whole run.
  * - `client.events.subscribe({ filters })` yields the daemon's events as an async iterator,
  *   decoded when they are containerd's event types; `client.events.publish()` sends one.
  * - `client.withNamespace(ns)` / `client.withLease(lease)` derive clients sending the
@@ -139,6 +144,49 @@ export {
   type SnapshotUsage,
 } from "./snapshots.ts";
 export { DiffClient, diffService } from "./diff.ts";
+/** Container records and OCI specs: `client.containers`, {@link defaultSpec}. */
+export {
+  type AnyValue,
+  type ContainerInfo,
+  type ContainerInit,
+  type ContainerRuntime,
+  ContainersClient,
+  containersService,
+  type ContainerUpdate,
+  DEFAULT_PATH_ENV,
+  DEFAULT_RUNTIME,
+  defaultSpec,
+  type DefaultSpecOptions,
+  jsonAny,
+  OCI_PROCESS_TYPE_URL,
+  OCI_RESOURCES_TYPE_URL,
+  OCI_SPEC_TYPE_URL,
+  type OciMount,
+  type OciProcess,
+  type OciSpec,
+  parseSpec,
+  type UpdateContainerOptions,
+} from "./containers.ts";
+/** Running containers: `client.tasks`, {@link parseSignal}, {@link fileURI}. */
+export {
+  type CreateTaskOptions,
+  type DeletedProcess,
+  type ExecOptions,
+  type ExitStatus,
+  fileURI,
+  type KillOptions,
+  parseSignal,
+  type PidInfo,
+  type ProcessIO,
+  type ProcessOptions,
+  type ProcessState,
+  type ResizeOptions,
+  type TaskMetric,
+  TasksClient,
+  tasksService,
+  type TaskStatus,
+  type UpdateTaskOptions,
+} from "./tasks.ts";
 export {
   chainIDs,
   importArchive,
