@@ -65,6 +65,36 @@ export interface Metrics {
   inFlight(): number;
 }
 
+/**
+ * A plugin instance that adds its own metrics to the daemon's registry. The server calls
+ * {@link MetricsContributor.registerMetrics} once, right after creating the registry, for
+ * every loaded plugin instance that has it (found with {@link isMetricsContributor}); the
+ * plugin keeps whatever it registered up to date, typically from a `collect` hook run on
+ * each scrape.
+ *
+ * @example
+ * ```ts
+ * import { Gauge, type Registry } from "prom-client";
+ * import { isMetricsContributor, type MetricsContributor } from "./metrics.ts";
+ * const plugin: MetricsContributor = {
+ *   registerMetrics(registry: Registry) {
+ *     new Gauge({ name: "example_up", help: "Always 1.", registers: [registry] }).set(1);
+ *   },
+ * };
+ * console.log(isMetricsContributor(plugin)); // true
+ * ```
+ */
+export interface MetricsContributor {
+  /** Register this plugin's metrics on the daemon's `registry`. */
+  registerMetrics(registry: Registry): void;
+}
+
+/** Whether a plugin instance is a {@link MetricsContributor}. */
+export function isMetricsContributor(instance: unknown): instance is MetricsContributor {
+  return typeof instance === "object" && instance !== null &&
+    typeof (instance as Partial<MetricsContributor>).registerMetrics === "function";
+}
+
 /** go-grpc-prometheus' grpc_type label per protobuf method kind. */
 const GRPC_TYPES = {
   unary: "unary",

@@ -40,7 +40,12 @@ import { ErrdefsError, fromCode } from "./errdefs.ts";
 import { type TtrpcCallContext, TtrpcServer, type TtrpcServiceImpl } from "./ttrpc.ts";
 import type { DescService } from "@bufbuild/protobuf";
 import { closeServer, listenTcp, listenUnix } from "./listen.ts";
-import { createMetrics, type Metrics, startMetricsServer } from "./metrics.ts";
+import {
+  createMetrics,
+  isMetricsContributor,
+  type Metrics,
+  startMetricsServer,
+} from "./metrics.ts";
 import { debugVars, diagnosticDump, startDebugServer } from "./debug.ts";
 import { installSignals } from "./signals.ts";
 import { holdInspectorPort } from "./inspector_guard.ts";
@@ -200,6 +205,15 @@ export class Server {
     }
     const metrics: Metrics = createMetrics({ histogram: config.metrics.grpc_histogram });
     for (const spec of services) metrics.register(spec.service);
+    // Plugins with metrics of their own (e.g. the task monitor) add them to this registry.
+    for (const record of plugins.records()) {
+      if (record.status !== "ok" || !isMetricsContributor(record.instance)) continue;
+      try {
+        record.instance.registerMetrics(metrics.registry);
+      } catch (err) {
+        log.warn("failed to register plugin metrics", { id: record.uri, error: err });
+      }
+    }
     const rpc = createRpcHandler({
       services,
       interceptors: [metrics.interceptor, contextInterceptor(), errorInterceptor(log)],
