@@ -13,9 +13,9 @@
  *   snapshots are gone between repeats.
  * - containers: `ctr run --rm <img> <id> /bin/true`, only where `ctr plugins ls` lists
  *   io.containerd.grpc.v1 tasks as ok.
- * - scale: namespaces List latency with the small and large object counts (created with the
- *   project's TS client, client/mod.ts), growth factor large/small. images List needs an
- *   images wrapper in client/; without one the row says so.
+ * - scale: namespaces List and images List latency with the small and large object counts
+ *   (created with the project's TS client, client/mod.ts: namespaces, then image records with
+ *   two labels and a manifest target in one namespace), growth factor large/small.
  * - memory: daemon RSS idle, after each load scenario and after the large object count.
  *
  * @example
@@ -527,63 +527,137 @@ async function containersScenario(session: Session, options: DataOptions): Promi
 // ----------------------------------------------------------------------------------------------
 // scale and memory
 
-/** Create namespaces `bench-ns-<from>` .. `bench-ns-<to - 1>` with 32 calls in flight. */
-async function createNamespaces(socket: string, from: number, to: number): Promise<void> {
+/** Namespace holding the scale scenario's images. */
+const SCALE_IMAGES_NS = "bench-scale-images";
+
+/**
+ * A List target of the scale scenario: how to create objects `from`..`to - 1` (32 calls in
+ * flight) and how to list them all, through the project's TS client (client/mod.ts), the same
+ * for both daemons.
+ */
+interface ScaleKind {
+  /** Plural noun for rows and logs ("namespaces", "images"). */
+  readonly noun: string;
+  /** Scenario text of the List rows. */
+  readonly list: string;
+  create(client: Client, n: number): Promise<unknown>;
+  /** One List call; resolves to the number of objects returned. */
+  count(client: Client): Promise<number>;
+}
+
+type Client = ReturnType<typeof connect>;
+
+/** `bench-ns-<n>`: 1k/10k namespaces, listed by namespaces List. */
+const NAMESPACES_SCALE: ScaleKind = {
+  noun: "namespaces",
+  list: "namespaces List",
+  create: (client, n) => client.namespaces.create(`bench-ns-${String(n).padStart(6, "0")}`),
+  count: async (client) => (await client.namespaces.list()).length,
+};
+
+/**
+ * `bench.example/scale/img-<n>:latest` in namespace {@link SCALE_IMAGES_NS}, each with two
+ * labels and a manifest target (content need not exist for an image record, on either
+ * daemon), listed by images List — what `ctr images ls` and every image-aware client call.
+ */
+const IMAGES_SCALE: ScaleKind = {
+  noun: "images",
+  list: "images List",
+  create: (client, n) => {
+    const id = String(n).padStart(6, "0");
+    return client.withNamespace(SCALE_IMAGES_NS).images.create({
+      name: `bench.example/scale/img-${id}:latest`,
+      labels: { "bench.example/index": id, "containerd.io/gc.root": "bench" },
+      target: {
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        digest: `sha256:${createHash("sha256").update(`manifest ${id}`).digest("hex")}`,
+        size: 1234 + n,
+      },
+    });
+  },
+  count: async (client) => (await client.withNamespace(SCALE_IMAGES_NS).images.list()).length,
+};
+
+/** Create objects `from` .. `to - 1` of `kind` with 32 calls in flight. */
+async function createObjects(
+  socket: string,
+  kind: ScaleKind,
+  from: number,
+  to: number,
+): Promise<void> {
   await using client = connect({ address: socket, timeoutMs: 60_000 });
   let next = from;
   const worker = async () => {
-    while (next < to) {
-      const n = next++;
-      await client.namespaces.create(`bench-ns-${String(n).padStart(6, "0")}`);
-    }
+    while (next < to) await kind.create(client, next++);
   };
   await Promise.all(Array.from({ length: 32 }, worker));
 }
 
-/** Latencies (ms) of `calls` namespaces List calls after one unmeasured call. */
-async function listLatencies(socket: string, calls: number, expect: number): Promise<number[]> {
+/** Latencies (ms) of `calls` List calls after one unmeasured call. */
+async function listLatencies(
+  socket: string,
+  kind: ScaleKind,
+  calls: number,
+  expect: number,
+): Promise<number[]> {
   await using client = connect({ address: socket, timeoutMs: 60_000 });
-  const first = await client.namespaces.list();
-  if (first.length < expect) throw new Error(`List returned ${first.length} < ${expect}`);
+  const first = await kind.count(client);
+  if (first < expect) throw new Error(`${kind.list} returned ${first} < ${expect}`);
   const out: number[] = [];
   for (let i = 0; i < calls; i++) {
     const t0 = performance.now();
-    await client.namespaces.list();
+    await kind.count(client);
     out.push(performance.now() - t0);
   }
   return out;
 }
 
-async function scaleScenario(session: Session, options: DataOptions): Promise<Row[]> {
+/** The object count as the rows print it (1k, 10k, 100). */
+function countText(n: number): string {
+  return n >= 1000 ? `${n / 1000}k` : String(n);
+}
+
+/**
+ * List latency of `kind` at the small and the large count on every daemon (creating the
+ * difference in between), and the growth factor large / small (linear ≈ large / small).
+ */
+async function scaleScenario(
+  session: Session,
+  options: DataOptions,
+  kind: ScaleKind,
+): Promise<Row[]> {
   const [small, large] = options.scaleCounts;
-  const count = (n: number) => n >= 1000 ? `${n / 1000}k` : String(n);
   const cells = new Map<number, Map<DaemonKind, Cell>>();
   const created = new Map<DaemonKind, number>(DAEMONS.map((d) => [d, 0]));
   const failed = new Map(session.down);
   for (const [phase, target] of [small, large].entries()) {
     const phaseCells = new Map<DaemonKind, Cell>();
-    for (const kind of orderOf(phase)) {
-      const daemon = session.daemons.get(kind);
-      if (failed.has(kind) || !daemon) continue;
+    for (const daemonKind of orderOf(phase)) {
+      const daemon = session.daemons.get(daemonKind);
+      if (failed.has(daemonKind) || !daemon) continue;
       try {
         const t0 = performance.now();
-        await createNamespaces(daemon.socket, created.get(kind)!, target);
-        created.set(kind, target);
+        await createObjects(daemon.socket, kind, created.get(daemonKind)!, target);
+        created.set(daemonKind, target);
         log(
-          `scale ${kind}: ${count(target)} namespaces created (${
+          `scale ${daemonKind}: ${countText(target)} ${kind.noun} created (${
             ((performance.now() - t0) / 1000).toFixed(1)
           } s)`,
         );
-        const values = await listLatencies(daemon.socket, options.listCalls, target);
-        phaseCells.set(kind, { ok: true, values });
-        log(`scale ${kind}: List at ${count(target)}: median ${median(values).toFixed(2)} ms`);
+        const values = await listLatencies(daemon.socket, kind, options.listCalls, target);
+        phaseCells.set(daemonKind, { ok: true, values });
+        log(
+          `scale ${daemonKind}: ${kind.list} at ${countText(target)}: median ${
+            median(values).toFixed(2)
+          } ms`,
+        );
       } catch (err) {
-        failed.set(kind, messageOf(err));
-        log(`scale ${kind}: ${messageOf(err)}`);
+        failed.set(daemonKind, messageOf(err));
+        log(`scale ${daemonKind}: ${kind.noun}: ${messageOf(err)}`);
       }
     }
-    for (const kind of DAEMONS) {
-      if (!phaseCells.has(kind)) phaseCells.set(kind, { ok: false, reason: failed.get(kind)! });
+    for (const d of DAEMONS) {
+      if (!phaseCells.has(d)) phaseCells.set(d, { ok: false, reason: failed.get(d)! });
     }
     cells.set(target, phaseCells);
   }
@@ -591,41 +665,38 @@ async function scaleScenario(session: Session, options: DataOptions): Promise<Ro
   for (const target of [small, large]) {
     rows.push(
       pairRow(
-        `namespaces List with ${
-          count(target)
-        } namespaces, TS client (min / median / max, ${options.listCalls} calls)`,
+        `${kind.list} with ${
+          countText(target)
+        } ${kind.noun}, TS client (min / median / max, ${options.listCalls} calls)`,
         cells.get(target)!,
         "ms",
         2,
       ),
     );
   }
-  const growth = (kind: DaemonKind) => {
-    const a = cellMedian(cells.get(small)!.get(kind));
-    const b = cellMedian(cells.get(large)!.get(kind));
+  const growth = (d: DaemonKind) => {
+    const a = cellMedian(cells.get(small)!.get(d));
+    const b = cellMedian(cells.get(large)!.get(d));
     return a !== undefined && b !== undefined && a > 0 ? b / a : undefined;
   };
-  const growthText = (kind: DaemonKind) => {
-    const g = growth(kind);
+  const growthText = (d: DaemonKind) => {
+    const g = growth(d);
     if (g !== undefined) return `×${g.toFixed(1)}`;
-    const cell = cells.get(large)!.get(kind);
+    const cell = cells.get(large)!.get(d);
     return `n/a: ${cell && !cell.ok ? cell.reason : "no samples"}`;
   };
+  const ours = growth("containerd-ts");
+  const theirs = growth("containerd");
   rows.push({
-    scenario: `namespaces List growth ${count(large)} / ${count(small)} (medians; linear ≈ ${
+    scenario: `${kind.list} growth ${countText(large)} / ${countText(small)} (medians; linear ≈ ${
       (large / small).toFixed(0)
     })`,
     containerd: growthText("containerd"),
     ours: growthText("containerd-ts"),
-    ratio: "—",
+    ratio: ours !== undefined && theirs !== undefined ? `×${(ours / theirs).toFixed(2)}` : "—",
     reference: "—",
     handler: "—",
   });
-  const noImages =
-    "client/ has no images wrapper (client/mod.ts exports no Images service) to create images with";
-  for (const target of [small, large]) {
-    rows.push(naRow(`images List with ${count(target)} images`, noImages));
-  }
   return rows;
 }
 
@@ -714,13 +785,12 @@ export async function runScenarios(
       await checkpoint(session, "after containers");
     }
     if (selected("scale") || selected("memory")) {
-      const scaleRows = await scaleScenario(session, options);
-      if (selected("scale")) rows.push(...scaleRows);
-      const large = options.scaleCounts[1];
-      await checkpoint(
-        session,
-        `after ${large >= 1000 ? `${large / 1000}k` : large} namespaces (scale)`,
-      );
+      const large = countText(options.scaleCounts[1]);
+      for (const kind of [NAMESPACES_SCALE, IMAGES_SCALE]) {
+        const scaleRows = await scaleScenario(session, options, kind);
+        if (selected("scale")) rows.push(...scaleRows);
+        await checkpoint(session, `after ${large} ${kind.noun} (scale)`);
+      }
     }
     if (selected("memory")) rows.push(...memoryRows(session));
   } finally {
