@@ -24,4 +24,5 @@ import "./diff/service.ts";
 import "./images/service.ts";
 import "./containers/service.ts";
 import "./runtime/plugin.ts";
+import "./monitor/cgroups.ts";
 import "./tasks/service.ts";

@@ -15,6 +15,7 @@ import type { LeaseManager } from "./leases/api.ts";
 import type { Snapshotter } from "./snapshots/api.ts";
 import type { Differ } from "./diff/differ.ts";
 import type { TaskManager } from "./runtime/manager.ts";
+import type { TaskMonitor } from "./monitor/api.ts";
 
 /** Internal daemon helpers (io.containerd.internal.v1). */
 export const InternalPlugin: PluginType<unknown> = pluginType("io.containerd.internal.v1");
@@ -29,7 +30,7 @@ export const TTRPCPlugin: PluginType<unknown> = pluginType("io.containerd.ttrpc.
 /** Snapshotters (io.containerd.snapshotter.v1). */
 export const SnapshotPlugin: PluginType<Snapshotter> = pluginType("io.containerd.snapshotter.v1");
 /** Task monitors (io.containerd.monitor.v1). */
-export const TaskMonitorPlugin: PluginType<unknown> = pluginType("io.containerd.monitor.v1");
+export const TaskMonitorPlugin: PluginType<TaskMonitor> = pluginType("io.containerd.monitor.v1");
 /** Layer appliers and differs (io.containerd.differ.v1). */
 export const DiffPlugin: PluginType<Differ> = pluginType("io.containerd.differ.v1");
 /** The metadata store (io.containerd.metadata.v1). */
