@@ -133,6 +133,11 @@ export class TaskManager {
     return this.#tasks.has(k) || this.#reserved.has(k);
   }
 
+  /** Every task of every namespace (the Tasks service hands them to the monitor at boot). */
+  all(): RuntimeTask[] {
+    return [...this.#tasks.values()];
+  }
+
   /** The tasks of `namespace`, by id. */
   list(namespace: string): RuntimeTask[] {
     return [...this.#tasks.values()].filter((t) => t.namespace === namespace)

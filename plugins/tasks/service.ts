@@ -32,17 +32,20 @@ import { InvalidArgumentError, isNotFound, NotImplementedError } from "../../ser
 import { adaptRecord, parseAll } from "../../server/filters.ts";
 import { namespaceOf } from "../../server/interceptors.ts";
 import type { Logger } from "../../server/log.ts";
-import { register } from "../../server/plugin.ts";
+import { type InitContext, PluginNotFoundError, register } from "../../server/plugin.ts";
 import { type RpcServices, type ServiceSpec, serviceSpec } from "../../server/rpc.ts";
 import { type AnyValue, type ContainerStore, SqlContainerStore } from "../metadata/containers.ts";
 import type { RuntimeTask, TaskManager } from "../runtime/manager.ts";
-import { GRPCPlugin, MetadataPlugin, RuntimePluginV2 } from "../types.ts";
+import { noopMonitor, type TaskMonitor } from "../monitor/api.ts";
+import { GRPCPlugin, MetadataPlugin, RuntimePluginV2, TaskMonitorPlugin } from "../types.ts";
 
 /** What the Tasks service needs. */
 export interface TasksServiceDeps {
   containers: ContainerStore;
   tasks: TaskManager;
   log: Logger;
+  /** Told about each task after Create and before Delete. Default: watches nothing. */
+  monitor?: TaskMonitor;
 }
 
 function anyValue(value: Any | undefined): AnyValue | undefined {
@@ -56,6 +59,7 @@ const ZERO_TIME: Timestamp = timestampFromDate(new Date(0));
 /** containerd.services.tasks.v1.Tasks over a task manager and the containers store. */
 export function tasksService(deps: TasksServiceDeps): ServiceSpec {
   const { containers, tasks } = deps;
+  const monitor = deps.monitor ?? noopMonitor;
 
   /** The container's task; the container must exist first, as containerd checks. */
   const taskOf = (namespace: string, containerId: string): RuntimeTask => {
@@ -96,7 +100,7 @@ export function tasksService(deps: TasksServiceDeps): ServiceSpec {
           `task ${request.containerId}: restoring from a checkpoint is not supported by containerd-ts`,
         );
       }
-      const { pid } = await tasks.create({
+      const { task, pid } = await tasks.create({
         namespace,
         id: container.id,
         spec: container.spec.value,
@@ -116,6 +120,8 @@ export function tasksService(deps: TasksServiceDeps): ServiceSpec {
           terminal: request.terminal,
         },
       });
+      // As containerd: the monitor labels the task's metrics with its runtime.
+      monitor.monitor(task, { runtime: container.runtime.name });
       return create(CreateTaskResponseSchema, { containerId: container.id, pid });
     },
 
@@ -130,7 +136,7 @@ export function tasksService(deps: TasksServiceDeps): ServiceSpec {
 
     async delete(request, ctx) {
       const namespace = namespaceOf(ctx);
-      taskOf(namespace, request.containerId);
+      monitor.stop(taskOf(namespace, request.containerId));
       const exit = await tasks.delete(namespace, request.containerId);
       return create(DeleteResponseSchema, {
         pid: exit.pid,
@@ -301,11 +307,24 @@ export function tasksService(deps: TasksServiceDeps): ServiceSpec {
 register({
   type: GRPCPlugin,
   id: "tasks",
-  requires: [RuntimePluginV2, MetadataPlugin],
+  requires: [RuntimePluginV2, MetadataPlugin, TaskMonitorPlugin],
   init(ctx): RpcServices {
     const containers = new SqlContainerStore(ctx.get(MetadataPlugin));
-    return {
-      services: [tasksService({ containers, tasks: ctx.get(RuntimePluginV2), log: ctx.log })],
-    };
+    const tasks = ctx.get(RuntimePluginV2);
+    const monitor = taskMonitorOf(ctx);
+    // Tasks reconnected at boot are watched again (without labels, as containerd does).
+    for (const task of tasks.all()) monitor.monitor(task);
+    return { services: [tasksService({ containers, tasks, log: ctx.log, monitor })] };
   },
 });
+
+/** The task monitor plugin, or one that watches nothing when none loaded (as containerd). */
+function taskMonitorOf(ctx: InitContext<unknown>): TaskMonitor {
+  try {
+    return ctx.get(TaskMonitorPlugin);
+  } catch (err) {
+    if (!(err instanceof PluginNotFoundError)) throw err;
+    ctx.log.debug("no task monitor; task metrics are off", { reason: err.message });
+    return noopMonitor;
+  }
+}
