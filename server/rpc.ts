@@ -46,18 +46,20 @@ import type * as http2 from "node:http2";
 import { constants as h2constants } from "node:http2";
 import { Buffer } from "node:buffer";
 import {
+  type DescField,
   type DescMessage,
   type DescMethod,
   type DescService,
   fromBinary,
   type MessageShape,
+  ScalarType,
   toBinary,
 } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
   createConnectRouter,
-  createHandlerContext,
+  createContextValues,
   createServiceImplSpec,
   type HandlerContext,
   type Interceptor,
@@ -183,8 +185,6 @@ const GRPC_WEB_CONTENT_TYPE = /^application\/grpc-web/i;
 /** Bytes queued from a streaming request before the stream is paused. */
 const QUEUE_HIGH_WATER = 1 << 20;
 const EMPTY = new Uint8Array(0);
-/** Messages at least this large are written as prefix + payload, without a copy. */
-const SEPARATE_WRITE_BYTES = 64 * 1024;
 /** Longest delay setTimeout holds; longer ones overflow and fire after 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -336,15 +336,15 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
     const timeoutMs = timeout.timeoutMs !== undefined && timeout.timeoutMs <= MAX_TIMER_MS
       ? timeout.timeoutMs
       : undefined;
-    const context = createHandlerContext({
-      service: fm.method.parent,
-      method: fm.method,
-      protocolName: "grpc",
-      requestMethod: "POST",
-      url: `http://${headerValue(headers[":authority"]) ?? "localhost"}${path}`,
-      ...(timeoutMs !== undefined && timeout.error === undefined ? { timeoutMs } : {}),
-      requestHeader: webHeaderInit(headers),
-    });
+    const context = fastContext(
+      fm.method,
+      `http://${headerValue(headers[":authority"]) ?? "localhost"}${path}`,
+      webHeaderInit(headers),
+      timeout.error === undefined ? timeoutMs : undefined,
+      // A deadline that passes before the answer: reply DeadlineExceeded now, whatever the
+      // implementation does with its aborted signal.
+      (err) => finish(err),
+    );
     stream.once("close", () => {
       if (!answered) {
         answered = true;
@@ -402,12 +402,6 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
       discardRequest(stream);
       return;
     }
-    // A deadline that passes before the answer: reply DeadlineExceeded now, whatever the
-    // implementation does with its aborted signal.
-    context.signal.addEventListener("abort", () => {
-      const reason = context.signal.reason;
-      if (reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) finish(reason);
-    }, { once: true });
 
     let chunks: Buffer[] = [];
     let size = 0;
@@ -448,9 +442,9 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
       if (fm.spec.kind === "unary") {
         invokeUnaryImplementation(fm.spec, context, input, chain).then((output) => {
           if (answered) return;
-          const bytes = toBinary(fm.method.output, output);
-          if (bytes.byteLength > maxSend) {
-            finish(sendTooLarge(bytes.byteLength, maxSend));
+          const envelope = encodeEnvelope(fm.method.output, output);
+          if (envelope.byteLength - 5 > maxSend) {
+            finish(sendTooLarge(envelope.byteLength - 5, maxSend));
             return;
           }
           answered = true;
@@ -461,7 +455,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
             addHeaders(t, context.responseTrailer);
             t["grpc-status"] = "0";
             trailers = t;
-            stream.end(envelopeOf(bytes));
+            stream.end(envelope);
           } catch (err) {
             log.debug("rpc response not sent", { error: err });
           }
@@ -481,20 +475,13 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
         for (;;) {
           const next = await output.next();
           if (next.done || answered) return;
-          const bytes = toBinary(fm.method.output, next.value);
-          if (bytes.byteLength > maxSend) throw sendTooLarge(bytes.byteLength, maxSend);
+          const envelope = encodeEnvelope(fm.method.output, next.value);
+          if (envelope.byteLength - 5 > maxSend) {
+            throw sendTooLarge(envelope.byteLength - 5, maxSend);
+          }
           if (stream.destroyed || stream.closed) return;
           if (!stream.headersSent) respondHeaders();
-          let writable: boolean;
-          if (bytes.byteLength >= SEPARATE_WRITE_BYTES) {
-            // Large messages (content reads): the 5-byte prefix and the payload as two
-            // writes instead of copying the payload into one buffer.
-            stream.write(envelopePrefix(bytes.byteLength));
-            writable = stream.write(bytes);
-          } else {
-            writable = stream.write(envelopeOf(bytes));
-          }
-          if (!writable) await drained(stream);
+          if (!stream.write(envelope)) await drained(stream);
         }
       } finally {
         output.return?.().catch(() => {});
@@ -673,6 +660,59 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
   };
 }
 
+/** A HandlerContext the fast path can end: `abort` settles its signal and stops its deadline. */
+interface FastContext extends HandlerContext {
+  abort(reason: unknown): void;
+}
+
+/**
+ * The fast path's HandlerContext: what Connect's `createHandlerContext` builds, with one
+ * AbortController and one timer instead of a deadline controller linked to a second one
+ * (listeners added and removed per call). On a deadline the signal aborts with Connect's
+ * DeadlineExceeded error and `onDeadline` gets it (on a later tick when already expired).
+ */
+function fastContext(
+  method: DescMethod,
+  url: string,
+  requestHeader: HeadersInit,
+  timeoutMs: number | undefined,
+  onDeadline: (err: ConnectError) => void,
+): FastContext {
+  const controller = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let deadline: number | undefined;
+  if (timeoutMs !== undefined) {
+    deadline = Date.now() + timeoutMs;
+    const expire = () => {
+      timer = undefined;
+      const err = new ConnectError("the operation timed out", Code.DeadlineExceeded);
+      if (!controller.signal.aborted) controller.abort(err);
+      onDeadline(err);
+    };
+    timer = setTimeout(expire, Math.max(timeoutMs, 0));
+  }
+  return {
+    service: method.parent,
+    method,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url,
+    signal: controller.signal,
+    timeoutMs: deadline === undefined ? () => undefined : () => deadline - Date.now(),
+    requestHeader: new Headers(requestHeader),
+    responseHeader: new Headers(),
+    responseTrailer: new Headers(),
+    values: createContextValues(),
+    abort(reason: unknown): void {
+      if (timer !== undefined) {
+        clearTimeout(timer);
+        timer = undefined;
+      }
+      if (!controller.signal.aborted) controller.abort(reason);
+    },
+  };
+}
+
 /**
  * Percent-encode a gRPC status message as the gRPC spec asks: bytes outside printable ASCII
  * (0x20–0x7E) and `%` become `%XX`; everything else is sent as is, so plain messages stay
@@ -766,14 +806,6 @@ function parseRequestEnvelope<I extends DescMessage>(
   }
 }
 
-/** The 5-byte gRPC message prefix: flags 0 (uncompressed) and the length. */
-function envelopePrefix(length: number): Buffer {
-  const prefix = Buffer.allocUnsafe(5);
-  prefix[0] = 0;
-  prefix.writeUInt32BE(length, 1);
-  return prefix;
-}
-
 /** A whole gRPC message: prefix and payload in one buffer. */
 function envelopeOf(bytes: Uint8Array): Buffer {
   const envelope = Buffer.allocUnsafe(5 + bytes.byteLength);
@@ -781,6 +813,84 @@ function envelopeOf(bytes: Uint8Array): Buffer {
   envelope.writeUInt32BE(bytes.byteLength, 1);
   envelope.set(bytes, 5);
   return envelope;
+}
+
+/** google.protobuf.FeatureSet.FieldPresence.IMPLICIT: proto3 singular fields. */
+const IMPLICIT_PRESENCE = 2;
+/** A `bytes` value at least this large is copied once, straight into the envelope. */
+const TRAILING_BYTES_MIN = 16 * 1024;
+/** Per message schema: its highest-numbered field when that is a singular `bytes` field. */
+const trailingBytesFields = new WeakMap<DescMessage, DescField | null>();
+
+function trailingBytesField(schema: DescMessage): DescField | null {
+  let field = trailingBytesFields.get(schema);
+  if (field === undefined) {
+    const last = schema.fields.reduce<DescField | undefined>(
+      (a, f) => (a === undefined || f.number > a.number ? f : a),
+      undefined,
+    );
+    // Implicit presence only (proto3 `bytes`): an empty value is then left out of the head.
+    field = last?.fieldKind === "scalar" && last.scalar === ScalarType.BYTES &&
+        last.oneof === undefined && last.presence === IMPLICIT_PRESENCE
+      ? last
+      : null;
+    trailingBytesFields.set(schema, field);
+  }
+  return field;
+}
+
+/**
+ * Encode `message` as one gRPC envelope (5-byte prefix + protobuf). The same bytes as
+ * `envelopeOf(toBinary(schema, message))`; but when the schema's last field is `bytes`
+ * holding at least {@link TRAILING_BYTES_MIN} bytes (content Read responses), the rest is
+ * encoded without it and the payload is copied once, straight into the envelope, instead of
+ * three times (the writer's growth, its final slice, the envelope).
+ */
+export function encodeEnvelope(
+  schema: DescMessage,
+  message: MessageShape<DescMessage>,
+): Buffer {
+  const field = trailingBytesField(schema);
+  const data = field === null
+    ? undefined
+    : (message as Record<string, unknown>)[field.localName] as Uint8Array | undefined;
+  if (
+    field === null || data === undefined || data.byteLength < TRAILING_BYTES_MIN ||
+    ((message as { $unknown?: unknown[] }).$unknown?.length ?? 0) > 0
+  ) {
+    return envelopeOf(toBinary(schema, message));
+  }
+  const head = toBinary(schema, { ...message, [field.localName]: EMPTY });
+  const tag = (field.number << 3) | 2; // wire type 2: length-delimited
+  const length = head.byteLength + varintSize(tag) + varintSize(data.byteLength) +
+    data.byteLength;
+  const envelope = Buffer.allocUnsafe(5 + length);
+  envelope[0] = 0;
+  envelope.writeUInt32BE(length, 1);
+  envelope.set(head, 5);
+  let at = writeVarint(envelope, 5 + head.byteLength, tag);
+  at = writeVarint(envelope, at, data.byteLength);
+  envelope.set(data, at);
+  return envelope;
+}
+
+function varintSize(value: number): number {
+  let size = 1;
+  while (value > 0x7f) {
+    value >>>= 7;
+    size++;
+  }
+  return size;
+}
+
+/** Write `value` (< 2^32) as a varint at `at`; returns the position after it. */
+function writeVarint(target: Uint8Array, at: number, value: number): number {
+  while (value > 0x7f) {
+    target[at++] = (value & 0x7f) | 0x80;
+    value >>>= 7;
+  }
+  target[at++] = value;
+  return at;
 }
 
 /** An async iterable of one message: the request of a server-streaming call. */

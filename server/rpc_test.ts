@@ -31,6 +31,7 @@ import {
 } from "@connectrpc/connect-node";
 import {
   createRpcHandler,
+  encodeEnvelope,
   encodeGrpcMessage,
   servesRpc,
   type ServiceSpec,
@@ -53,6 +54,7 @@ import {
   Introspection,
   ServerResponseSchema,
 } from "../proto/gen/containerd/services/introspection/v1/introspection_pb.ts";
+import { ReadContentResponseSchema } from "../proto/gen/containerd/services/content/v1/content_pb.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A test-only service with every method kind, built from a descriptor at runtime.
@@ -412,6 +414,40 @@ Deno.test("encodeGrpcMessage percent-encodes non-printable bytes and %", () => {
   assert.equal(encodeGrpcMessage("100%"), "100%25");
   assert.equal(encodeGrpcMessage("a\nb"), "a%0Ab");
   assert.equal(encodeGrpcMessage("é"), "%C3%A9");
+});
+
+Deno.test("encodeEnvelope gives the bytes of toBinary in a gRPC envelope", () => {
+  const expected = (schema: DescMessage, message: Parameters<typeof toBinary>[1]) => {
+    const bytes = toBinary(schema, message);
+    const out = Buffer.alloc(5 + bytes.byteLength);
+    out.writeUInt32BE(bytes.byteLength, 1);
+    out.set(bytes, 5);
+    return out;
+  };
+  const data = (n: number) => new Uint8Array(n).map((_, i) => i % 251);
+  const cases: [DescMessage, Parameters<typeof toBinary>[1]][] = [
+    // Large trailing bytes (one copy), at varint length boundaries, and small ones.
+    ...[0, 1, 127, 16383, 16384, 16385, 32768, 1 << 20, (1 << 21) + 3].flatMap((n) =>
+      [0n, 1n, 300n, 1n << 40n].map((
+        offset,
+      ): [DescMessage, Parameters<typeof toBinary>[1]] => [
+        ReadContentResponseSchema,
+        create(ReadContentResponseSchema, { offset, data: data(n) }),
+      ])
+    ),
+    [VersionResponseSchema, create(VersionResponseSchema, { version: "1.6.20", revision: "x" })],
+    [ServerResponseSchema, create(ServerResponseSchema, { uuid: "u", pid: 7n })],
+  ];
+  const withUnknown = create(ReadContentResponseSchema, { offset: 5n, data: data(40000) });
+  withUnknown.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+  cases.push([ReadContentResponseSchema, withUnknown]);
+  for (const [schema, message] of cases) {
+    assert.deepEqual(
+      encodeEnvelope(schema, message as never),
+      expected(schema, message),
+      `${schema.typeName}`,
+    );
+  }
 });
 
 Deno.test("unary calls succeed on every protocol, interceptors see the namespace", async () => {
