@@ -264,3 +264,116 @@ Deno.test("import-image imports an OCI archive and prints its layers", async (t)
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test({
+  name: "run-container runs a command of an imported image and prints its status and output",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async (t) => {
+    const { makeTestImageTool, sh } = await import("./harness.ts");
+    const tool = makeTestImageTool();
+    const bins = ["/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc"];
+    const missingBin = bins.find((b) => {
+      try {
+        Deno.statSync(b);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    if (!tool || Deno.uid() !== 0 || missingBin) {
+      console.log(
+        "examples_test: SKIP run-container: make-test-image, root, the runc shim or runc missing",
+      );
+      return;
+    }
+    // runc keeps state under /run/containerd/runc/<ns>, shared machine-wide: a unique namespace
+    const ns = `ex-run-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
+    const dir = await Deno.makeTempDir({ prefix: "cts-examples-run-" });
+    const daemon = await startDaemon();
+    const client = connect({ address: daemon.address, namespace: ns });
+    const shims = async () =>
+      (await sh("pgrep", ["-f", `containerd-shim-runc-v2 -namespace ${ns} `])).stdout.trim();
+    try {
+      const made = await sh(tool, [`${dir}/img.tar`]);
+      assert.equal(made.code, 0, made.stderr);
+      const imported = await run("import-image.ts", [
+        "-a",
+        daemon.address,
+        "-n",
+        ns,
+        `${dir}/img.tar`,
+      ]);
+      assert.equal(imported.code, 0, imported.stderr);
+      const snapshotsBefore = (await client.snapshots.list()).map((s) => s.name).sort();
+
+      await t.step("exit status 3 and the output; nothing left afterwards", async () => {
+        const { code, stdout, stderr } = await run("run-container.ts", [
+          "--address",
+          daemon.address,
+          "-n",
+          ns,
+          "--id",
+          "ex1",
+          "--log",
+          `${dir}/ex1.log`,
+          "docker.io/library/testbox:latest",
+          "--",
+          "/bin/sh",
+          "-c",
+          "echo out; exit 3",
+        ]);
+        assert.equal(code, 0, stderr);
+        assert.equal(stdout, "exit status 3\noutput:\nout\n");
+        assert.equal(await Deno.readTextFile(`${dir}/ex1.log`), "out\n");
+        assert.deepEqual(await client.tasks.list(), []);
+        assert.deepEqual(await client.containers.list(), []);
+        assert.deepEqual(
+          (await client.snapshots.list()).map((s) => s.name).sort(),
+          snapshotsBefore,
+        );
+        for (let i = 0; i < 100 && (await shims()) !== ""; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.equal(await shims(), "");
+      });
+
+      await t.step("an image that is not there: one line, status 1, nothing made", async () => {
+        const { code, stdout, stderr } = await run("run-container.ts", [
+          "-a",
+          daemon.address,
+          "-n",
+          ns,
+          "example.com/nope:1",
+          "--",
+          "/bin/true",
+        ]);
+        assert.equal(code, 1);
+        assert.equal(stdout, "");
+        assert.match(stderr, /^run-container: .*example\.com\/nope:1.*not found\n$/);
+        assert.deepEqual(await client.containers.list(), []);
+      });
+    } finally {
+      await client.close();
+      for (const pid of (await shims()).split("\n").filter((p) => p !== "")) {
+        await sh("kill", ["-9", pid]);
+      }
+      const runcRoot = `/run/containerd/runc/${ns}`;
+      try {
+        for (const entry of Deno.readDirSync(runcRoot)) {
+          await sh("runc", ["--root", runcRoot, "delete", "--force", entry.name]);
+        }
+        await Deno.remove(runcRoot, { recursive: true });
+      } catch {
+        // nothing left
+      }
+      const mounts = (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
+        .map((l) => l.split(" ")[4] ?? "")
+        .filter((p) => p.startsWith(`${daemon.dir}/`))
+        .sort((a, b) => b.length - a.length);
+      for (const point of mounts) await sh("umount", ["-l", point]);
+      await daemon.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
