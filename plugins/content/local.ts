@@ -46,6 +46,7 @@ import {
 } from "../../server/errdefs.ts";
 import { parseDigest, Sha256, sha256Hex } from "../../server/digest.ts";
 import { type Logger, silentLogger } from "../../server/log.ts";
+import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type {
   BlobInfo,
   CommitOptions,
@@ -83,6 +84,11 @@ export interface LocalContentStoreOptions {
   updatedAtIntervalMs?: number;
   /** Clock, for tests. Default `() => new Date()`. */
   now?: () => Date;
+  /**
+   * Told the bytes every read and write moves, to give freed memory back after bursts (the
+   * content plugin passes one; see heap_trim.ts). Default: none.
+   */
+  heapTrimmer?: HeapTrimmer;
 }
 
 /** Options of {@link ingestExpired}. */
@@ -207,6 +213,8 @@ interface WriterHost {
   readonly updatedAtIntervalMs: number;
   now(): Date;
   unlock(ref: string): void;
+  /** Bytes written just now (for the heap trimmer). */
+  noteTraffic(bytes: number): void;
 }
 
 /** The state a writer starts from (fresh or resumed). */
@@ -236,6 +244,7 @@ export class LocalContentStore implements ContentStore {
   readonly #readChunkSize: number;
   readonly #updatedAtIntervalMs: number;
   readonly #now: () => Date;
+  readonly #heapTrimmer: HeapTrimmer;
   /** Refs with an open writer (or an abort in progress), and since when. */
   readonly #locks = new Map<string, Date>();
 
@@ -247,6 +256,7 @@ export class LocalContentStore implements ContentStore {
     this.#readChunkSize = options.readChunkSize ?? DEFAULT_READ_CHUNK_SIZE;
     this.#updatedAtIntervalMs = options.updatedAtIntervalMs ?? DEFAULT_UPDATED_AT_INTERVAL_MS;
     this.#now = options.now ?? (() => new Date());
+    this.#heapTrimmer = options.heapTrimmer ?? NO_HEAP_TRIM;
   }
 
   /**
@@ -312,6 +322,7 @@ export class LocalContentStore implements ContentStore {
       // A small positioned read (ctr reads 32 KiB per Read call): synchronous syscalls on a
       // fresh descriptor cost microseconds, where each async op costs a thread-pool round trip.
       const chunk = this.#readSmall(digest, path, offset, wanted);
+      this.#heapTrimmer.note(chunk.length);
       for (let at = 0; at < chunk.length; at += chunkSize) {
         yield chunk.subarray(at, Math.min(at + chunkSize, chunk.length));
       }
@@ -344,6 +355,7 @@ export class LocalContentStore implements ContentStore {
         }
         if (filled === 0) break;
         remaining -= filled;
+        this.#heapTrimmer.note(filled);
         yield filled === chunk.length ? chunk : chunk.subarray(0, filled);
         if (filled < chunk.length) break;
       }
@@ -683,6 +695,7 @@ export class LocalContentStore implements ContentStore {
       updatedAtIntervalMs: this.#updatedAtIntervalMs,
       now: this.#now,
       unlock: (ref) => this.#unlock(ref),
+      noteTraffic: (bytes) => this.#heapTrimmer.note(bytes),
     };
   }
 }
@@ -778,6 +791,7 @@ class LocalWriter implements ContentWriter {
       throw err;
     }
     this.#hash.update(data);
+    this.#host.noteTraffic(data.byteLength);
     this.#offset += data.byteLength;
     this.#updatedAt = this.#host.now();
     if (this.#updatedAt.getTime() - this.#persistedAt >= this.#host.updatedAtIntervalMs) {

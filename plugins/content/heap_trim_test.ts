@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { createHeapTrimmer } from "./heap_trim.ts";
+
+/** A hand-driven clock and scheduler: `advance` runs what falls due, in order. */
+function fakeTime() {
+  let t = 0;
+  let pending: { at: number; fn: () => void }[] = [];
+  return {
+    now: () => t,
+    schedule(fn: () => void, ms: number) {
+      const entry = { at: t + ms, fn };
+      pending.push(entry);
+      return () => void (pending = pending.filter((e) => e !== entry));
+    },
+    advance(ms: number) {
+      const until = t + ms;
+      for (;;) {
+        const next = pending.filter((e) => e.at <= until).sort((a, b) => a.at - b.at)[0];
+        if (!next) break;
+        pending = pending.filter((e) => e !== next);
+        t = next.at;
+        next.fn();
+      }
+      t = until;
+    },
+    get pending() {
+      return pending.length;
+    },
+  };
+}
+
+Deno.test("heap trim: once after enough traffic and a quiet spell, not before", () => {
+  const time = fakeTime();
+  let trims = 0;
+  const trimmer = createHeapTrimmer({
+    minBytes: 100,
+    idleMs: 1000,
+    trim: () => trims++,
+    now: time.now,
+    schedule: time.schedule,
+  });
+  trimmer.note(60);
+  time.advance(5000);
+  assert.equal(trims, 0, "below minBytes");
+  trimmer.note(60);
+  // Traffic keeps coming: no trim while it does.
+  for (let i = 0; i < 10; i++) {
+    time.advance(500);
+    trimmer.note(1);
+  }
+  assert.equal(trims, 0, "still busy");
+  time.advance(999);
+  assert.equal(trims, 0, "not quiet long enough");
+  time.advance(1);
+  assert.equal(trims, 1, "after the quiet spell");
+  time.advance(10_000);
+  assert.equal(trims, 1, "once per burst");
+  assert.equal(time.pending, 0);
+  trimmer.note(200);
+  time.advance(1000);
+  assert.equal(trims, 2, "the next burst");
+});
+
+Deno.test("heap trim: close cancels a pending trim", () => {
+  const time = fakeTime();
+  let trims = 0;
+  const trimmer = createHeapTrimmer({
+    minBytes: 1,
+    idleMs: 10,
+    trim: () => trims++,
+    now: time.now,
+    schedule: time.schedule,
+  });
+  trimmer.note(10);
+  assert.equal(time.pending, 1);
+  trimmer.close();
+  time.advance(100);
+  assert.equal(trims, 0);
+  assert.equal(time.pending, 0);
+});
+
+Deno.test("heap trim: glibc's malloc_trim runs here without failing", async () => {
+  const trimmer = createHeapTrimmer({ minBytes: 1, idleMs: 1 });
+  trimmer.note(1);
+  // The default timer is unref'd; wait for it explicitly.
+  await new Promise((r) => setTimeout(r, 50));
+  trimmer.close();
+});
