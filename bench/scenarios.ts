@@ -16,7 +16,8 @@
  * - scale: namespaces List and images List latency with the small and large object counts
  *   (created with the project's TS client, client/mod.ts: namespaces, then image records with
  *   two labels and a manifest target in one namespace), growth factor large/small.
- * - memory: daemon RSS idle, after each load scenario and after the large object count.
+ * - memory: daemon RSS idle, and 3 s after each load scenario and after the large object
+ *   counts (RSS at rest, the same wait for both daemons).
  *
  * @example
  * ```ts
@@ -701,7 +702,15 @@ async function scaleScenario(
 }
 
 /** Record every running daemon's RSS under `label`. */
+/**
+ * Quiet time before an RSS checkpoint after a load scenario, for both daemons alike: RSS at
+ * rest, after each runtime had its chance to hand memory back (Go's scavenger; ours trims
+ * 2 s after content traffic pauses, plugins/content/heap_trim.ts).
+ */
+const SETTLE_MS = 3000;
+
 async function checkpoint(session: Session, label: string): Promise<void> {
+  if (label !== "idle") await new Promise((r) => setTimeout(r, SETTLE_MS));
   for (const [kind, daemon] of session.daemons) {
     const kib = await daemon.rssKiB();
     if (Number.isFinite(kib)) session.rss.get(kind)!.set(label, kib);
