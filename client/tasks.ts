@@ -426,8 +426,9 @@ export class TasksClient {
   }
 
   /**
-   * Delete a task whose init process has exited (FailedPreconditionError while it runs):
-   * the shim is stopped and the rootfs unmounted. Answers how the process ended.
+   * Delete a task that was created but not started, or whose init process has exited (the
+   * runc shim refuses a running one: `cannot delete a running process`, code Unknown, as in
+   * containerd): the shim is stopped and the rootfs unmounted. Answers how the process ended.
    *
    * @example
    * ```ts
