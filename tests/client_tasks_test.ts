@@ -336,6 +336,22 @@ Deno.test({
       );
       await client.tasks.start("l1");
       assert.equal((await client.tasks.get("l1")).status, "running");
+      // ctr sees the task the client made
+      const ls = await ctr(ctx.daemon.address, ["tasks", "ls"], { namespace: ctx.namespace });
+      assert.deepEqual(lines(ls.stdout).slice(1).map((l) => l.split(/\s+/)), [
+        ["l1", String(pid), "RUNNING"],
+      ]);
+      // resources of a running task change (checked where the cgroup is visible)
+      await client.tasks.update("l1", { resources: { pids: { limit: 64 } } });
+      for (
+        const file of [
+          `/sys/fs/cgroup/pids/${ctx.namespace}/l1/pids.max`, // cgroup v1
+          `/sys/fs/cgroup/${ctx.namespace}/l1/pids.max`, // cgroup v2
+        ]
+      ) {
+        const limit = await Deno.readTextFile(file).catch(() => undefined);
+        if (limit !== undefined) assert.equal(limit.trim(), "64", file);
+      }
 
       const pids = await client.tasks.listPids("l1");
       assert.ok(pids.some((p) => p.pid === pid), JSON.stringify(pids));
