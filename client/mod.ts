@@ -13,7 +13,8 @@
  *   builds containerd's default Linux spec) and `client.tasks` (create from rootfs mounts,
  *   start, `wait` with an AbortSignal, kill by signal name or number, exec, pause/resume,
  *   get/list with a {@link TaskStatus}, pids, metrics, delete) run containers; stdout can go
- *   to a file through {@link fileURI}. examples/run-container.ts shows a whole run.
+ *   to a file through {@link fileURI}. {@link runContainer} does `ctr run --rm` in one call;
+ *   examples/run-container.ts shows the steps.
  * - `client.events.subscribe({ filters })` yields the daemon's events as an async iterator,
  *   decoded when they are containerd's event types; `client.events.publish()` sends one.
  * - `client.withNamespace(ns)` / `client.withLease(lease)` derive clients sending the
@@ -167,6 +168,14 @@ export {
   parseSpec,
   type UpdateContainerOptions,
 } from "./containers.ts";
+/** `ctr run --rm` in one call, and the snapshots an image was unpacked into. */
+export {
+  imageChainIDs,
+  type ImageChainOptions,
+  runContainer,
+  type RunContainerOptions,
+  type RunResult,
+} from "./run.ts";
 /** Running containers: `client.tasks`, {@link parseSignal}, {@link fileURI}. */
 export {
   type CreateTaskOptions,

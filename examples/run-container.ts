@@ -2,8 +2,8 @@
  * Run a command in a container of an image imported earlier (say with import-image.ts),
  * step by step through the typed client — what `ctr run --rm IMAGE ID ARGS...` does:
  *
- * 1. read the image record, its manifest (for this host's platform) and config, and compute
- *    the chain ID of its top layer — the name of the unpacked snapshot;
+ * 1. find the chain ID of the image's top layer — the name of the snapshot it was unpacked
+ *    into (`imageChainIDs`: image record → manifest for this platform → config's diff IDs);
  * 2. under a lease, prepare an active snapshot `<id>` on it (`client.snapshots.prepare`),
  *    build containerd's default Linux spec with the arguments (`defaultSpec`) and create the
  *    container record, which then keeps the snapshot from the garbage collector;
@@ -20,20 +20,11 @@
  * Options: `-n NS`, `--snapshotter SN` (default overlayfs; the image must be unpacked there),
  * `--id ID` (default run-<random>), `--log PATH` (kept; default a temp file, removed).
  * Output: `exit status <n>` then `output:` and the captured text. Exit status 1 on error.
- * Needs root (runc).
+ * Needs root (runc). `runContainer` from client/run.ts does all this in one call.
  * @module
  */
 import { parseArgs } from "node:util";
-import {
-  chainIDs,
-  type Client,
-  connect,
-  defaultSpec,
-  fileURI,
-  isNotFound,
-  NotFoundError,
-} from "../client/mod.ts";
-import { defaultMatcher, type Platform } from "../client/platforms.ts";
+import { connect, defaultSpec, fileURI, imageChainIDs, isNotFound } from "../client/mod.ts";
 
 const { values, positionals } = parseArgs({
   options: {
@@ -53,42 +44,6 @@ if (!image || args.length === 0) {
       "[--log PATH] IMAGE -- COMMAND [ARG...]",
   );
   Deno.exit(2);
-}
-
-const INDEX_TYPES = new Set([
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-]);
-
-/** A blob of the namespace, parsed as JSON. */
-async function readJSON(client: Client, digest: string): Promise<Record<string, unknown>> {
-  return await new Response(client.content.read(digest)).json();
-}
-
-/** The chain ID of the image's top layer: the snapshot its unpacked layers end in. */
-async function topChainID(client: Client, name: string): Promise<string> {
-  const { target } = await client.images.get(name);
-  let manifest = await readJSON(client, target.digest);
-  if (INDEX_TYPES.has(target.mediaType)) {
-    const matcher = defaultMatcher();
-    const entries = (manifest.manifests ?? []) as { digest: string; platform?: Platform }[];
-    const chosen = entries.filter((m) => !m.platform || matcher.match(m.platform))
-      .sort((a, b) => {
-        if (!a.platform || !b.platform) return 0;
-        return matcher.less(a.platform, b.platform)
-          ? -1
-          : matcher.less(b.platform, a.platform)
-          ? 1
-          : 0;
-      });
-    if (!chosen[0]) throw new NotFoundError(`image ${name}: no manifest for this platform`);
-    manifest = await readJSON(client, chosen[0].digest);
-  }
-  const config = await readJSON(client, (manifest.config as { digest: string }).digest);
-  const diffIDs = ((config.rootfs ?? {}) as { diff_ids?: string[] }).diff_ids ?? [];
-  const top = chainIDs(diffIDs).at(-1);
-  if (!top) throw new NotFoundError(`image ${name}: no layers`);
-  return top;
 }
 
 const id = values.id ?? `run-${crypto.randomUUID().slice(0, 8)}`;
@@ -127,7 +82,9 @@ async function cleanup(): Promise<void> {
 }
 
 try {
-  const parent = await topChainID(client, image);
+  // the image's layers were unpacked into snapshots named by their chain IDs (its
+  // manifest for this platform → config → rootfs.diff_ids); the top one is the parent
+  const parent = (await imageChainIDs(client, image)).at(-1) as string;
   let rootfs;
   {
     // Under a lease until the container record references the snapshot (as ctr does): an

@@ -13,6 +13,8 @@
  *   create twice AlreadyExists, Get after delete NotFound.
  * - wait aborted through an AbortSignal rejects with CanceledError and leaves the task
  *   running; a later wait sees the SIGKILL (137).
+ * - runContainer: output and status of a run, a kept log file, env and a spec hook; an abort
+ *   kills the task; a missing image, a taken id and a bad command leave nothing behind.
  *
  * Every test uses its own namespace (`cli-...`): runc keeps its state under
  * /run/containerd/runc/<ns>, which the real containerd on this machine shares.
@@ -25,10 +27,12 @@ import {
   connect,
   defaultSpec,
   fileURI,
+  imageChainIDs,
   importArchive,
   InvalidArgumentError,
   isNotFound,
   NotFoundError,
+  runContainer,
 } from "../client/mod.ts";
 import { ctr, ctrMissing, makeTestImageTool, sh, startDaemon, type TestDaemon } from "./harness.ts";
 
@@ -481,6 +485,86 @@ Deno.test({
       await client.tasks.delete("w1");
       await removeContainer(ctx, "w1");
       await assertNothingLeft(ctx);
+    });
+  },
+});
+
+Deno.test({
+  ...options,
+  name: "runContainer: output and status; abort kills; failures leave nothing behind",
+  async fn() {
+    await withDaemon("runc", async (ctx) => {
+      const { client, work } = ctx;
+      assert.deepEqual((await imageChainIDs(client, IMAGE)).at(-1), ctx.top);
+      const snapshotsBefore = (await client.snapshots.list()).map((s) => s.name).sort();
+      const nothingMade = async () => {
+        assert.deepEqual(await client.tasks.list(), []);
+        assert.deepEqual(await client.containers.list(), []);
+        assert.deepEqual(
+          (await client.snapshots.list()).map((s) => s.name).sort(),
+          snapshotsBefore,
+        );
+        await assertNothingLeft(ctx);
+      };
+
+      const run = await runContainer(client, {
+        id: "rc1",
+        image: IMAGE,
+        args: ["/bin/sh", "-c", 'echo "$GREETING from $(hostname)"; exit 3'],
+        env: ["GREETING=hello"],
+        spec: (spec) => ({ ...spec, hostname: "box" }),
+      });
+      assert.equal(run.exitStatus, 3);
+      assert.equal(run.output, "hello from box\n");
+      assert.ok(run.exitedAt instanceof Date);
+      await nothingMade();
+
+      const log = `${work}/rc2.log`;
+      const kept = await runContainer(client, {
+        id: "rc2",
+        image: IMAGE,
+        args: ["/bin/sh", "-c", "pwd"],
+        cwd: "/tmp",
+        stdoutPath: log,
+      });
+      assert.deepEqual([kept.exitStatus, kept.output], [0, "/tmp\n"]);
+      assert.equal(await Deno.readTextFile(log), "/tmp\n");
+
+      const abort = new AbortController();
+      const long = runContainer(client, {
+        id: "rc3",
+        image: IMAGE,
+        args: ["/bin/sleep", "1000"],
+        signal: abort.signal,
+      });
+      await waitFor(
+        "rc3 to run",
+        async () =>
+          (await client.tasks.list()).some((t) => t.id === "rc3" && t.status === "running"),
+      );
+      abort.abort();
+      await assert.rejects(long, CanceledError);
+      await nothingMade();
+
+      await assert.rejects(
+        runContainer(client, { id: "rc4", image: "example.com/nope:1", args: ["/bin/true"] }),
+        NotFoundError,
+      );
+      await assert.rejects(
+        runContainer(client, { id: "rc5", image: IMAGE, args: ["/nonexistent"] }),
+        /OCI runtime create failed/,
+      );
+      await nothingMade();
+      // an id taken by another container: refused, and that container is left alone
+      await makeContainer(ctx, "taken", ["/bin/true"]);
+      await assert.rejects(
+        runContainer(client, { id: "taken", image: IMAGE, args: ["/bin/true"] }),
+        AlreadyExistsError,
+      );
+      assert.equal((await client.containers.get("taken")).id, "taken");
+      assert.ok((await client.snapshots.list()).some((s) => s.name === "taken"));
+      await removeContainer(ctx, "taken");
+      await nothingMade();
     });
   },
 });
