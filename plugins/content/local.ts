@@ -365,8 +365,8 @@ export class LocalContentStore implements ContentStore {
   }
 
   /**
-   * Read up to `wanted` bytes at `offset` with synchronous syscalls (open, fstat, seek, read,
-   * close): the bytes at that offset, cut at the blob's end.
+   * Read up to `wanted` bytes at `offset` with synchronous syscalls (open, seek, read, close):
+   * the bytes at that offset, cut at the blob's end.
    */
   #readSmall(digest: string, path: string, offset: number, wanted: number): Uint8Array {
     let file: Deno.FsFile;
@@ -377,19 +377,23 @@ export class LocalContentStore implements ContentStore {
       throw err;
     }
     try {
-      const { size: blobSize } = file.statSync();
-      if (offset > blobSize) {
-        throw new OutOfRangeError(
-          `read past object length ${blobSize} bytes (offset ${offset}, content ${digest})`,
-        );
-      }
-      const chunk = new Uint8Array(Math.min(wanted, blobSize - offset));
+      // No fstat: a short read means the end of the blob; only an empty one needs the size,
+      // to tell an offset at the end (nothing to read) from one past it (OutOfRange).
+      const chunk = new Uint8Array(wanted);
       if (offset > 0) file.seekSync(offset, Deno.SeekMode.Start);
       let filled = 0;
       while (filled < chunk.length) {
         const n = file.readSync(chunk.subarray(filled));
-        if (n === null) break;
+        if (n === null || n === 0) break;
         filled += n;
+      }
+      if (filled === 0 && offset > 0) {
+        const { size: blobSize } = file.statSync();
+        if (offset > blobSize) {
+          throw new OutOfRangeError(
+            `read past object length ${blobSize} bytes (offset ${offset}, content ${digest})`,
+          );
+        }
       }
       return filled === chunk.length ? chunk : chunk.subarray(0, filled);
     } finally {
