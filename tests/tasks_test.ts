@@ -19,6 +19,10 @@
  * which the real containerd on this machine shares.
  */
 import assert from "node:assert/strict";
+import { createClient } from "@connectrpc/connect";
+import { dial } from "../client/connection.ts";
+import { Snapshots } from "../proto/gen/containerd/services/snapshots/v1/snapshots_pb.ts";
+import { Tasks } from "../proto/gen/containerd/services/tasks/v1/tasks_pb.ts";
 import { ctr, ctrMissing, makeTestImageTool, sh, startDaemon, type TestDaemon } from "./harness.ts";
 
 const MAKE_TEST_IMAGE = makeTestImageTool();
@@ -465,6 +469,45 @@ Deno.test({
       assert.match(seen, /\/tasks\/exit \{"container_id":"d1","id":"d1"/, seen);
       assert.match(seen, /\/tasks\/delete \{"container_id":"d1"/, seen);
       await ok(ctr(a, ["containers", "rm", "d1"], { namespace }));
+    });
+  },
+});
+
+Deno.test({
+  ...options,
+  name:
+    "a shim that dies during Tasks/Create leaves no runc container: the id can be created again",
+  async fn() {
+    await withDaemon("deadcreate", async ({ daemon, namespace, work }) => {
+      const a = daemon.address;
+      await ok(ctr(a, ["containers", "create", IMAGE, "k1", "/bin/true"], { namespace }));
+      const conn = dial({ address: a });
+      try {
+        const headers = { "containerd-namespace": namespace };
+        const mounts = await createClient(Snapshots, conn.transport).mounts(
+          { snapshotter: "overlayfs", key: "k1" },
+          { headers },
+        );
+        // containerd 1.6's runc shim exits during Create when stdout is a file:// URI and
+        // stderr is empty: the connection drops in the middle of the call
+        const failed = await createClient(Tasks, conn.transport).create({
+          containerId: "k1",
+          rootfs: mounts.mounts,
+          stdout: `file://${work}/out`,
+          stderr: "",
+        }, { headers }).then(() => undefined, (err: Error) => err);
+        assert.ok(failed, "the create should have failed");
+        assert.match(failed.message, /failed to create shim task/);
+      } finally {
+        await conn.close();
+      }
+      const runcState = `/run/containerd/runc/${namespace}/k1`;
+      await assert.rejects(Deno.lstat(runcState), Deno.errors.NotFound);
+      assert.deepEqual(await taskRows(a, namespace), []);
+      // the same id runs fine afterwards (ctr tasks start waits and removes the task)
+      await ok(ctr(a, ["tasks", "start", "k1"], { namespace }));
+      assert.deepEqual(await taskRows(a, namespace), []);
+      await ok(ctr(a, ["containers", "rm", "k1"], { namespace }));
     });
   },
 });

@@ -158,6 +158,8 @@ export class TaskManager {
     let bundle: Bundle | undefined;
     let closeLog = () => {};
     let shim: ShimClient | undefined;
+    /** Set once a shim may have run: its `delete` action must then clean up after it. */
+    let started: ShimCommand | undefined;
     try {
       const binary = await resolveShimBinary(options.runtime);
       bundle = await createBundle(this.#options.roots, options, options.spec);
@@ -165,6 +167,7 @@ export class TaskManager {
       const command = this.#command(bundle, binary);
       const shimOptions = options.taskOptions ?? options.runtimeOptions;
       let address: string;
+      started = command;
       try {
         address = await runShimStart(command, shimOptions);
       } catch (err) {
@@ -199,6 +202,10 @@ export class TaskManager {
       return { task, pid };
     } catch (err) {
       if (shim) await this.#shutdownShim(shim, options.id, true);
+      // A shim that died half-way (or was shut down) may leave runc's container behind, which
+      // would block the next create of this id: its delete action removes it, as containerd
+      // runs it for every shim whose connection closes.
+      if (started) await runShimDelete(started, log);
       closeLog();
       if (bundle) await deleteBundle(bundle).catch(() => {});
       throw err;
