@@ -85,8 +85,12 @@ export interface Metrics {
  * ```
  */
 export interface MetricsContributor {
-  /** Register this plugin's metrics on the daemon's `registry`. */
-  registerMetrics(registry: Registry): void;
+  /**
+   * Register this plugin's metrics on the daemon's `registry` (awaited by the server). Only
+   * called when the daemon serves metrics, so a plugin should import prom-client here, on
+   * demand, rather than at module load.
+   */
+  registerMetrics(registry: Registry): void | Promise<void>;
 }
 
 /** Whether a plugin instance is a {@link MetricsContributor}. */

@@ -40,12 +40,7 @@ import { ErrdefsError, fromCode } from "./errdefs.ts";
 import { type TtrpcCallContext, TtrpcServer, type TtrpcServiceImpl } from "./ttrpc.ts";
 import type { DescService } from "@bufbuild/protobuf";
 import { closeServer, listenTcp, listenUnix } from "./listen.ts";
-import {
-  createMetrics,
-  isMetricsContributor,
-  type Metrics,
-  startMetricsServer,
-} from "./metrics.ts";
+import type { Metrics } from "./metrics.ts";
 import { debugVars, diagnosticDump, startDebugServer } from "./debug.ts";
 import { installSignals } from "./signals.ts";
 import { holdInspectorPort } from "./inspector_guard.ts";
@@ -203,20 +198,30 @@ export class Server {
       await closePlugins(plugins, () => {});
       throw err;
     }
-    const metrics: Metrics = createMetrics({ histogram: config.metrics.grpc_histogram });
-    for (const spec of services) metrics.register(spec.service);
-    // Plugins with metrics of their own (e.g. the task monitor) add them to this registry.
-    for (const record of plugins.records()) {
-      if (record.status !== "ok" || !isMetricsContributor(record.instance)) continue;
-      try {
-        record.instance.registerMetrics(metrics.registry);
-      } catch (err) {
-        log.warn("failed to register plugin metrics", { id: record.uri, error: err });
+    // Metrics (and prom-client, ~24 ms of module loading) only when they are served: without
+    // a [metrics] address nobody could read the counters.
+    let metrics: Metrics | undefined;
+    if (config.metrics.address) {
+      const { createMetrics, isMetricsContributor } = await import("./metrics.ts");
+      metrics = createMetrics({ histogram: config.metrics.grpc_histogram });
+      for (const spec of services) metrics.register(spec.service);
+      // Plugins with metrics of their own (e.g. the task monitor) add them to this registry.
+      for (const record of plugins.records()) {
+        if (record.status !== "ok" || !isMetricsContributor(record.instance)) continue;
+        try {
+          await record.instance.registerMetrics(metrics.registry);
+        } catch (err) {
+          log.warn("failed to register plugin metrics", { id: record.uri, error: err });
+        }
       }
     }
     const rpc = createRpcHandler({
       services,
-      interceptors: [metrics.interceptor, contextInterceptor(), errorInterceptor(log)],
+      interceptors: [
+        ...(metrics ? [metrics.interceptor] : []),
+        contextInterceptor(),
+        errorInterceptor(log),
+      ],
       maxRecvMessageBytes: config.grpc.max_recv_message_size,
       maxSendMessageBytes: config.grpc.max_send_message_size,
       log,
@@ -274,7 +279,8 @@ export class Server {
         closers.push(debug);
         log.info("debug server serving...", { address: debug.address });
       }
-      if (config.metrics.address) {
+      if (config.metrics.address && metrics) {
+        const { startMetricsServer } = await import("./metrics.ts");
         const server = await startMetricsServer({ address: config.metrics.address, metrics, log });
         closers.push(server);
         log.info("metrics server serving...", { address: server.address });

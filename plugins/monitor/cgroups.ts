@@ -30,7 +30,7 @@
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import type { Any } from "@bufbuild/protobuf/wkt";
-import { Gauge, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { Task } from "../../proto/gen/containerd/task/v2/shim_pb.ts";
 import * as v1 from "../../proto/gen/io/containerd/cgroups/v1/metrics_pb.ts";
 import * as v2 from "../../proto/gen/io/containerd/cgroups/v2/metrics_pb.ts";
@@ -41,6 +41,7 @@ import { configSchema, field } from "../../server/schema.ts";
 import { defaultPlatform } from "../snapshots/api.ts";
 import { TaskMonitorPlugin } from "../types.ts";
 import type { MonitoredTask, TaskMonitor } from "./api.ts";
+import type { ScrapedGauge, ScrapedValue } from "./gauges.ts";
 import { type MetricDef, type Sample, V1_METRICS, V2_METRICS } from "./metrics.ts";
 
 /** Which cgroup stats a host's shims report. */
@@ -125,26 +126,7 @@ interface Watched {
   readonly labels: Readonly<Record<string, string>>;
 }
 
-type Value = Awaited<ReturnType<Gauge["get"]>>["values"][number];
-type Scrape = Map<string, Value[]>;
-
-/** A gauge whose series are whatever the current scrape found. */
-class ScrapedGauge extends Gauge {
-  readonly #scrape: () => Promise<Scrape>;
-  /** The family's name, as registered. */
-  readonly family: string;
-
-  constructor(family: Family, scrape: () => Promise<Scrape>) {
-    super({ name: family.name, help: family.help, registers: [] });
-    this.family = family.name;
-    this.#scrape = scrape;
-  }
-
-  override async get(): ReturnType<Gauge["get"]> {
-    const [base, scrape] = await Promise.all([super.get(), this.#scrape()]);
-    return { ...base, values: scrape.get(this.family) ?? [] };
-  }
-}
+type Scrape = Map<string, ScrapedValue[]>;
 
 /**
  * containerd's cgroups task monitor: watched tasks and the gauges that report them.
@@ -206,10 +188,14 @@ export class CgroupsMonitor implements TaskMonitor, MetricsContributor {
     return [...this.#watched.keys()];
   }
 
-  /** Add the families to `registry` (while some task is watched). Called once by the server. */
-  registerMetrics(registry: Registry): void {
+  /**
+   * Add the families to `registry` (while some task is watched). Called once by the server,
+   * only when metrics are served: prom-client is loaded here, not when the plugin loads.
+   */
+  async registerMetrics(registry: Registry): Promise<void> {
     if (!this.#prometheus || this.#registry !== undefined) return;
     this.#registry = registry;
+    const { ScrapedGauge } = await import("./gauges.ts");
     const scrape = () => (this.#scrape ??= this.#collect().finally(() => this.#scrape = undefined));
     this.#gauges = familiesOf(this.#mode).map((f) => new ScrapedGauge(f, scrape));
     this.#sync();

@@ -90,12 +90,12 @@ function fakeTask(namespace: string, id: string, answer: () => Any | Promise<Any
   return task;
 }
 
-function setup(mode: "v1" | "v2" = "v1", options: { timeoutMs?: number } = {}) {
+async function setup(mode: "v1" | "v2" = "v1", options: { timeoutMs?: number } = {}) {
   const lines: string[] = [];
   const log = createLogger({ level: "debug", write: (line) => lines.push(line) });
   const monitor = new CgroupsMonitor({ mode, log, ...options });
   const registry = new Registry();
-  monitor.registerMetrics(registry);
+  await monitor.registerMetrics(registry);
   return { monitor, registry, lines };
 }
 
@@ -192,7 +192,7 @@ Deno.test("samplesOf: absent sections give no samples, present ones their values
 });
 
 Deno.test("CgroupsMonitor v1: containerd's families, labels sorted, runtime label", async () => {
-  const { monitor, registry } = setup();
+  const { monitor, registry } = await setup();
   assert.ok(isMetricsContributor(monitor));
   assert.equal(await registry.metrics(), "\n", "no container_* family before any task");
   monitor.monitor(fakeTask("ns1", "c1", () => v1Any(V1_SLEEP)), {
@@ -238,7 +238,7 @@ Deno.test("CgroupsMonitor v1: containerd's families, labels sorted, runtime labe
 });
 
 Deno.test("CgroupsMonitor v2: the v2 families from v2 stats", async () => {
-  const { monitor, registry } = setup("v2");
+  const { monitor, registry } = await setup("v2");
   monitor.monitor(
     fakeTask("ns2", "web", () =>
       v2Any({
@@ -271,7 +271,7 @@ Deno.test("CgroupsMonitor v2: the v2 families from v2 stats", async () => {
 });
 
 Deno.test("CgroupsMonitor: a failing or slow task is skipped and logged at debug", async () => {
-  const { monitor, registry, lines } = setup("v1", { timeoutMs: 50 });
+  const { monitor, registry, lines } = await setup("v1", { timeoutMs: 50 });
   monitor.monitor(fakeTask("ns", "ok", () => v1Any(V1_SLEEP)));
   monitor.monitor(
     fakeTask("ns", "broken", () => {
@@ -293,7 +293,7 @@ Deno.test("CgroupsMonitor: a failing or slow task is skipped and logged at debug
 });
 
 Deno.test("CgroupsMonitor: one Stats call per task per scrape", async () => {
-  const { monitor, registry } = setup();
+  const { monitor, registry } = await setup();
   const a = fakeTask("ns", "a", () => v1Any(V1_SLEEP));
   const b = fakeTask("ns", "b", () => v1Any(V1_SLEEP));
   monitor.monitor(a);
@@ -307,7 +307,7 @@ Deno.test("CgroupsMonitor: one Stats call per task per scrape", async () => {
 });
 
 Deno.test("CgroupsMonitor: stop and a closed shim remove the series", async () => {
-  const { monitor, registry } = setup();
+  const { monitor, registry } = await setup();
   const a = fakeTask("ns", "a", () => v1Any(V1_SLEEP));
   const b = fakeTask("ns", "b", () => v1Any(V1_SLEEP));
   monitor.monitor(a);
@@ -336,7 +336,7 @@ Deno.test("CgroupsMonitor: tasks watched before registerMetrics are reported", a
   const monitor = new CgroupsMonitor({ mode: "v1", log: silentLogger() });
   monitor.monitor(fakeTask("ns", "early", () => v1Any(V1_SLEEP)));
   const registry = new Registry();
-  monitor.registerMetrics(registry);
+  await monitor.registerMetrics(registry);
   assert.ok(
     (await series(registry)).includes(
       `container_pids_current{container_id="early",namespace="ns"} 1`,
@@ -347,7 +347,7 @@ Deno.test("CgroupsMonitor: tasks watched before registerMetrics are reported", a
 Deno.test("CgroupsMonitor: no_prometheus registers nothing", async () => {
   const monitor = new CgroupsMonitor({ mode: "v1", log: silentLogger(), prometheus: false });
   const registry = new Registry();
-  monitor.registerMetrics(registry);
+  await monitor.registerMetrics(registry);
   monitor.monitor(fakeTask("ns", "a", () => v1Any(V1_SLEEP)));
   assert.equal(await registry.metrics(), "\n");
 });
@@ -361,7 +361,7 @@ Deno.test("CgroupsMonitor: a family name already taken is logged, the rest still
   const registry = new Registry();
   const { Gauge } = await import("prom-client");
   new Gauge({ name: "container_pids_limit", help: "someone else's", registers: [registry] });
-  monitor.registerMetrics(registry);
+  await monitor.registerMetrics(registry);
   monitor.monitor(fakeTask("ns", "a", () => v1Any(V1_SLEEP)));
   assert.match(lines.join(""), /cannot register task metric.*container_pids_limit/);
   assert.ok(
