@@ -91,7 +91,18 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
     }
   })();
   process.stdout.cancel().catch(() => {});
+  let stopping = false;
   const exited = process.status;
+  // A daemon that dies on its own (a crash, an uncaught error) says why in its log, which no
+  // test prints otherwise: show its tail. Tests that kill it on purpose use SIGKILL.
+  exited.then((status) => {
+    if (stopping || status.success || status.signal === "SIGKILL") return;
+    const tail = text.split("\n").slice(-30).join("\n");
+    console.error(
+      `harness: daemon in ${dir} exited by itself (code ${status.code}, signal ${status.signal}); ` +
+        `last log lines:\n${tail}`,
+    );
+  });
   const daemon: TestDaemon = {
     dir,
     root,
@@ -101,6 +112,7 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
     log: () => text,
     exited,
     async stop(timeoutMs = 20_000) {
+      stopping = true;
       try {
         process.kill("SIGTERM");
       } catch {

@@ -210,8 +210,8 @@ async function walkTree(root: string): Promise<Record<string, Node>> {
 }
 
 /**
- * The file tree of the committed snapshot `chainId` as a View mounted through the mount
- * command `ctr snapshots mounts` prints.
+ * The file tree of the committed snapshot `chainId`, through an active child mounted with the
+ * mount command `ctr snapshots mounts` prints.
  */
 async function snapshotTree(
   address: string,
@@ -221,7 +221,9 @@ async function snapshotTree(
 ): Promise<Record<string, Node>> {
   const key = `tree-view-${crypto.randomUUID()}`;
   const sn = ["snapshots", "--snapshotter", snapshotter];
-  await ok(ctr(address, [...sn, "view", key, chainId], { namespace }));
+  // `prepare`, not `view`: ctr labels a prepared snapshot containerd.io/gc.root, while a bare
+  // view (as in containerd) may be collected by a GC triggered meanwhile.
+  await ok(ctr(address, [...sn, "prepare", key, chainId], { namespace }));
   const target = await Deno.makeTempDir({ prefix: "tree-" });
   try {
     const printed = await ok(ctr(address, [...sn, "mounts", target, key], { namespace }));
