@@ -93,7 +93,7 @@ export class RuntimeTask {
     readonly bundle: Bundle,
     readonly runtime: string,
     readonly shim: ShimClient,
-    readonly closeLog: () => void,
+    readonly closeLog: () => Promise<void>,
   ) {}
 }
 
@@ -156,7 +156,7 @@ export class TaskManager {
     this.#reserved.add(k);
     const log = this.#options.log.with({ namespace: options.namespace, id: options.id });
     let bundle: Bundle | undefined;
-    let closeLog = () => {};
+    let closeLog: () => Promise<void> = () => Promise.resolve();
     let shim: ShimClient | undefined;
     /** Set once a shim may have run: its `delete` action must then clean up after it. */
     let started: ShimCommand | undefined;
@@ -206,7 +206,7 @@ export class TaskManager {
       // would block the next create of this id: its delete action removes it, as containerd
       // runs it for every shim whose connection closes.
       if (started) await runShimDelete(started, log);
-      closeLog();
+      await closeLog();
       if (bundle) await deleteBundle(bundle).catch(() => {});
       throw err;
     } finally {
@@ -219,7 +219,7 @@ export class TaskManager {
     void task.shim.closed.then(async () => {
       if (this.#stopping) return;
       if (task.deleting || this.#tasks.get(key(task.namespace, task.id)) !== task) {
-        task.closeLog();
+        await task.closeLog();
         return;
       }
       await this.#cleanupDeadShim(task, command);
@@ -231,7 +231,7 @@ export class TaskManager {
     log.warn("cleaning up after shim disconnected");
     this.#tasks.delete(key(task.namespace, task.id));
     const exit = await runShimDelete(command, log);
-    task.closeLog();
+    await task.closeLog();
     await deleteBundle(task.bundle).catch((err) =>
       log.warn("failed to remove bundle", { error: String(err) })
     );
@@ -290,7 +290,7 @@ export class TaskManager {
     task.deleting = true;
     this.#tasks.delete(key(namespace, id));
     await this.#shutdownShim(task.shim, id, false);
-    task.closeLog();
+    await task.closeLog();
     await deleteBundle(task.bundle);
     if (!response) throw shimError;
     return {
@@ -341,7 +341,7 @@ export class TaskManager {
         taskLog.warn("shim of a previous daemon is gone; cleaning up", { error: String(err) });
         shim?.close();
         await runShimDelete(command, taskLog);
-        closeLog();
+        await closeLog();
         await deleteBundle(bundle).catch(() => {});
         continue;
       }
@@ -355,12 +355,11 @@ export class TaskManager {
   }
 
   /** Daemon stop: drop every shim connection, leaving the tasks running. */
-  close(): void {
+  async close(): Promise<void> {
     this.#stopping = true;
-    for (const task of this.#tasks.values()) {
-      task.shim.close();
-      task.closeLog();
-    }
+    const tasks = [...this.#tasks.values()];
+    for (const task of tasks) task.shim.close();
+    await Promise.all(tasks.map((task) => task.closeLog()));
   }
 }
 

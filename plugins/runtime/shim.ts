@@ -112,35 +112,60 @@ const decoder = new TextDecoder();
  * containerd does (the shim's lines are already formatted log lines). The FIFO is opened
  * read-write so the open never waits for the shim and the read side never sees EOF between
  * two shim writers (the start action and the shim daemon).
+ *
+ * Stopping never closes the reader while a read is pending: Deno 2.9.3 then frees the
+ * descriptor at once, and the blocked read, woken later by a shim log line, closes that number
+ * a second time — by then often a directory being removed, which aborts the whole process
+ * ("unexpected error during closedir"). Instead a byte written through a second handle wakes
+ * the read, the loop ends, and only then is the reader closed.
  */
-export async function drainShimLog(bundle: Bundle, log: Logger): Promise<() => void> {
-  let file: Deno.FsFile;
+export async function drainShimLog(bundle: Bundle, log: Logger): Promise<() => Promise<void>> {
+  const fifo = path.join(bundle.path, "log");
+  let reader: Deno.FsFile;
+  let waker: Deno.FsFile;
   try {
-    file = await Deno.open(path.join(bundle.path, "log"), { read: true, write: true });
+    reader = await Deno.open(fifo, { read: true, write: true });
   } catch (err) {
     log.warn("cannot open shim log", { error: String(err) });
-    return () => {};
+    return () => Promise.resolve();
   }
-  let closed = false;
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    file.close();
-  };
-  void (async () => {
+  try {
+    waker = await Deno.open(fifo, { write: true });
+  } catch (err) {
+    reader.close();
+    log.warn("cannot open shim log", { error: String(err) });
+    return () => Promise.resolve();
+  }
+  let stopping = false;
+  const done = (async () => {
     const buf = new Uint8Array(16 * 1024);
     try {
-      while (true) {
-        const n = await file.read(buf);
+      while (!stopping) {
+        const n = await reader.read(buf);
         if (n === null) break;
         let chunk = buf.subarray(0, n);
+        if (stopping && chunk.at(-1) === 0) chunk = chunk.subarray(0, -1);
         while (chunk.byteLength > 0) chunk = chunk.subarray(await Deno.stderr.write(chunk));
       }
     } catch {
-      // Closed by close() or the bundle went away.
+      // The FIFO went away under us.
+    } finally {
+      reader.close();
     }
   })();
-  return close;
+  let stopped: Promise<void> | undefined;
+  return () => {
+    stopped ??= (async () => {
+      stopping = true;
+      try {
+        await waker.write(new Uint8Array([0]));
+      } finally {
+        waker.close();
+      }
+      await done;
+    })();
+    return stopped;
+  };
 }
 
 /** Run the shim's `start` action; returns the ttrpc address it printed. */
