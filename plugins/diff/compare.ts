@@ -196,19 +196,18 @@ export async function* diffTar(
       let left = info.size;
       const file = await Deno.open(full, { read: true });
       try {
-        for await (const chunk of file.readable) {
+        // Plain awaited reads, not file.readable: breaking out of a stream may close the file
+        // under a pending read, which Deno 2.9.3 turns into a double close of the descriptor.
+        const buf = new Uint8Array(Math.min(left, 1 << 20));
+        while (left > 0) {
           signal?.throwIfAborted();
-          const part = chunk.length > left ? chunk.subarray(0, left) : chunk;
-          left -= part.length;
-          yield part;
-          if (left === 0) break;
+          const n = await file.read(buf.subarray(0, Math.min(left, buf.length)));
+          if (n === null) break;
+          left -= n;
+          yield buf.slice(0, n);
         }
       } finally {
-        try {
-          file.close();
-        } catch {
-          // already closed by the stream
-        }
+        file.close();
       }
       if (left > 0) {
         throw new FailedPreconditionError(`${full} shrank while it was written to a layer`);
