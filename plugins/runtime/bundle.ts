@@ -12,7 +12,7 @@
  */
 import * as path from "node:path";
 import { validateIdentifier } from "../../server/interceptors.ts";
-import { mountsUnder, readMounts, unmount } from "../../server/mount.ts";
+import { unmountAll } from "../../server/mount.ts";
 import { openLibc, S_IFIFO } from "../diff/libc.ts";
 
 /** Where bundles live: the runtime plugin's state and root dirs. */
@@ -91,9 +91,7 @@ function makeFifo(fifoPath: string): void {
  */
 export async function deleteBundle(bundle: Bundle): Promise<void> {
   const rootfs = path.join(bundle.path, "rootfs");
-  const mounts = await readMounts();
-  for (const target of mountsUnder(mounts, rootfs)) await unmount(target);
-  for (const m of mounts) if (m.mountPoint === rootfs) await unmount(rootfs);
+  await unmountAll(rootfs);
   await Deno.remove(bundle.workDir, { recursive: true }).catch(ignoreNotFound);
   await Deno.remove(bundle.path, { recursive: true }).catch(ignoreNotFound);
 }
