@@ -34,90 +34,26 @@ import {
   NotFoundError,
   runContainer,
 } from "../client/mod.ts";
-import { ctr, ctrMissing, makeTestImageTool, sh, startDaemon, type TestDaemon } from "./harness.ts";
+import {
+  containersMissing,
+  ctr,
+  lines,
+  makeTestImageTool,
+  mountsUnder,
+  reapNamespace,
+  sh,
+  shimsOf,
+  startDaemon,
+  type TestDaemon,
+  uniqueNamespace,
+  waitFor,
+} from "./harness.ts";
 
 const MAKE_TEST_IMAGE = makeTestImageTool();
 const IMAGE = "docker.io/library/testbox:latest";
 
-function missing(): string | undefined {
-  const ctrSkip = ctrMissing();
-  if (ctrSkip) return ctrSkip;
-  if (MAKE_TEST_IMAGE === undefined) return "SKIP: shared/tools/make-test-image is missing";
-  if (Deno.uid() !== 0) return "SKIP: running containers needs root";
-  for (const bin of ["/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc"]) {
-    try {
-      Deno.statSync(bin);
-    } catch {
-      return `SKIP: ${bin} not installed (apt-get install containerd runc)`;
-    }
-  }
-  return undefined;
-}
-
-const skip = missing();
+const skip = containersMissing();
 if (skip) console.error(`client_tasks_test: ${skip}`);
-
-/** A namespace nobody else uses (runc state is shared machine-wide). */
-function uniqueNamespace(prefix: string): string {
-  return `cli-${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
-}
-
-function lines(text: string): string[] {
-  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-}
-
-/** Shim processes started for `namespace` (their command line names it). */
-async function shimsOf(namespace: string): Promise<string[]> {
-  const out = await sh("pgrep", ["-af", `containerd-shim-runc-v2 -namespace ${namespace} `]);
-  return lines(out.stdout);
-}
-
-async function mountsUnder(dir: string): Promise<string[]> {
-  return (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
-    .map((l) => l.split(" ")[4] ?? "")
-    .filter((p) => p.startsWith(`${dir}/`));
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** Kill and remove whatever a failed test left: tasks, shims, runc state, mounts. */
-async function cleanup(
-  daemon: TestDaemon | undefined,
-  client: Client | undefined,
-  namespace: string,
-): Promise<void> {
-  if (client && daemon) {
-    const tasks = await client.tasks.list().catch(() => []);
-    for (const task of tasks) {
-      await client.tasks.kill(task.id, "SIGKILL", { all: true }).catch(() => {});
-      await client.tasks.wait(task.id, { timeoutMs: 5_000 }).catch(() => {});
-      await client.tasks.delete(task.id).catch(() => {});
-    }
-  }
-  for (const line of await shimsOf(namespace)) {
-    await sh("kill", ["-9", line.split(" ")[0] ?? ""]);
-  }
-  const runcRoot = `/run/containerd/runc/${namespace}`;
-  try {
-    for (const entry of Deno.readDirSync(runcRoot)) {
-      await sh("runc", ["--root", runcRoot, "delete", "--force", entry.name]);
-    }
-    await Deno.remove(runcRoot, { recursive: true });
-  } catch {
-    // nothing left
-  }
-  if (daemon) {
-    for (const point of (await mountsUnder(daemon.dir)).sort((a, b) => b.length - a.length)) {
-      await sh("umount", ["-l", point]);
-    }
-  }
-}
 
 interface Ctx {
   daemon: TestDaemon;
@@ -131,7 +67,7 @@ interface Ctx {
 
 /** Run `fn` with a fresh daemon, a namespace holding the test image, and full cleanup. */
 async function withDaemon(prefix: string, fn: (ctx: Ctx) => Promise<void>): Promise<void> {
-  const namespace = uniqueNamespace(prefix);
+  const namespace = uniqueNamespace(`cli-${prefix}`);
   const work = await Deno.makeTempDir({ prefix: "client-tasks-test-" });
   let daemon: TestDaemon | undefined;
   let client: Client | undefined;
@@ -144,7 +80,7 @@ async function withDaemon(prefix: string, fn: (ctx: Ctx) => Promise<void>): Prom
     assert.equal(image?.name, IMAGE);
     await fn({ daemon, namespace, work, client, top: image.chainIDs.at(-1) as string });
   } finally {
-    await cleanup(daemon, client, namespace);
+    await reapNamespace(namespace, daemon);
     await client?.close();
     await daemon?.stop();
     await Deno.remove(work, { recursive: true }).catch(() => {});

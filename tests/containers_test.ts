@@ -18,7 +18,7 @@ import assert from "node:assert/strict";
 import { createClient } from "@connectrpc/connect";
 import { dial } from "../client/connection.ts";
 import { Containers } from "../proto/gen/containerd/services/containers/v1/containers_pb.ts";
-import { ctr, ctrMissing, makeTestImageTool, sh, startDaemon } from "./harness.ts";
+import { ctr, ctrMissing, lines, makeTestImageTool, ok, sh, startDaemon } from "./harness.ts";
 
 const MAKE_TEST_IMAGE = makeTestImageTool();
 const IMAGE = "docker.io/library/testbox:latest";
@@ -33,22 +33,6 @@ function missing(): string | undefined {
 
 const skip = missing();
 if (skip) console.error(`containers_test: ${skip}`);
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ok(run: Promise<Run>, what = "ctr"): Promise<Run> {
-  const r = await run;
-  assert.equal(r.code, 0, `${what} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r;
-}
-
-function lines(text: string): string[] {
-  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-}
 
 /** The snapshot keys `ctr snapshots ls` prints (first column, header dropped). */
 async function snapshotKeys(address: string): Promise<string[]> {

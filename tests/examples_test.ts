@@ -270,30 +270,26 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
-    const { makeTestImageTool, sh } = await import("./harness.ts");
+    const {
+      containersMissing,
+      makeTestImageTool,
+      reapNamespace,
+      sh,
+      shimsOf,
+      uniqueNamespace,
+      waitFor,
+    } = await import("./harness.ts");
+    const skip = containersMissing();
     const tool = makeTestImageTool();
-    const bins = ["/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc"];
-    const missingBin = bins.find((b) => {
-      try {
-        Deno.statSync(b);
-        return false;
-      } catch {
-        return true;
-      }
-    });
-    if (!tool || Deno.uid() !== 0 || missingBin) {
-      console.log(
-        "examples_test: SKIP run-container: make-test-image, root, the runc shim or runc missing",
-      );
+    if (skip !== undefined || tool === undefined) {
+      console.log(`examples_test: run-container: ${skip}`);
       return;
     }
     // runc keeps state under /run/containerd/runc/<ns>, shared machine-wide: a unique namespace
-    const ns = `ex-run-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
+    const ns = uniqueNamespace("ex-run");
     const dir = await Deno.makeTempDir({ prefix: "cts-examples-run-" });
     const daemon = await startDaemon();
     const client = connect({ address: daemon.address, namespace: ns });
-    const shims = async () =>
-      (await sh("pgrep", ["-f", `containerd-shim-runc-v2 -namespace ${ns} `])).stdout.trim();
     try {
       const made = await sh(tool, [`${dir}/img.tar`]);
       assert.equal(made.code, 0, made.stderr);
@@ -332,10 +328,7 @@ Deno.test({
           (await client.snapshots.list()).map((s) => s.name).sort(),
           snapshotsBefore,
         );
-        for (let i = 0; i < 100 && (await shims()) !== ""; i++) {
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        assert.equal(await shims(), "");
+        await waitFor("the shims to exit", async () => (await shimsOf(ns)).length === 0);
       });
 
       await t.step("an image that is not there: one line, status 1, nothing made", async () => {
@@ -355,23 +348,7 @@ Deno.test({
       });
     } finally {
       await client.close();
-      for (const pid of (await shims()).split("\n").filter((p) => p !== "")) {
-        await sh("kill", ["-9", pid]);
-      }
-      const runcRoot = `/run/containerd/runc/${ns}`;
-      try {
-        for (const entry of Deno.readDirSync(runcRoot)) {
-          await sh("runc", ["--root", runcRoot, "delete", "--force", entry.name]);
-        }
-        await Deno.remove(runcRoot, { recursive: true });
-      } catch {
-        // nothing left
-      }
-      const mounts = (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
-        .map((l) => l.split(" ")[4] ?? "")
-        .filter((p) => p.startsWith(`${daemon.dir}/`))
-        .sort((a, b) => b.length - a.length);
-      for (const point of mounts) await sh("umount", ["-l", point]);
+      await reapNamespace(ns, daemon);
       await daemon.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }

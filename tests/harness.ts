@@ -5,6 +5,8 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+
 /** Absolute path of the repository. */
 export const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** The launcher seam every test boots the daemon through. */
@@ -233,4 +235,114 @@ export function curlConnect(
     JSON.stringify(body),
     `http://${tcp ?? "localhost"}/${procedure}`,
   ]);
+}
+
+/** What ctr, sh and runLauncher return. */
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Await a command and assert it exited 0; the message names `what` and its output. */
+export async function ok(run: Promise<CommandResult>, what = "ctr"): Promise<CommandResult> {
+  const r = await run;
+  assert.equal(r.code, 0, `${what} failed (${r.code}): ${r.stderr}${r.stdout}`);
+  return r;
+}
+
+/** The non-empty lines of `text`, trimmed. */
+export function lines(text: string): string[] {
+  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+}
+
+/** Poll `check` every 100 ms until it holds; throws naming `what` after `ms`. */
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  ms = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Mount points strictly below `dir` in this mount namespace. */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  return (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((p) => p.startsWith(`${dir}/`));
+}
+
+// ------------------------------------------------------------------------------------------
+// Running containers: the real runc shim and runc
+
+/**
+ * Why suites that run containers cannot run here (ctr, make-test-image, root, the runc shim
+ * and runc are needed), or undefined.
+ */
+export function containersMissing(): string | undefined {
+  const ctrSkip = ctrMissing();
+  if (ctrSkip) return ctrSkip;
+  if (makeTestImageTool() === undefined) return "SKIP: shared/tools/make-test-image is missing";
+  if (Deno.uid() !== 0) return "SKIP: running containers needs root";
+  for (const bin of ["/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc"]) {
+    try {
+      Deno.statSync(bin);
+    } catch {
+      return `SKIP: ${bin} not installed (apt-get install containerd runc)`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A namespace nobody else uses: runc keeps its state under /run/containerd/runc/<ns>, which
+ * every daemon on the machine (and Debian's containerd) shares.
+ */
+export function uniqueNamespace(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
+}
+
+/** `pgrep -af` lines (pid first) of the shims started for `namespace`. */
+export async function shimsOf(namespace: string): Promise<string[]> {
+  const out = await sh("pgrep", ["-af", `containerd-shim-runc-v2 -namespace ${namespace} `]);
+  return lines(out.stdout);
+}
+
+/**
+ * Remove what a failed test left for `namespace`: with `daemon`, its tasks (SIGKILL, then a
+ * forced `ctr tasks rm`); then its shims, its runc containers and their state dir, and, with
+ * `daemon`, whatever is still mounted below the daemon's temp dir (lazily).
+ */
+export async function reapNamespace(
+  namespace: string,
+  daemon?: Pick<TestDaemon, "address" | "dir">,
+): Promise<void> {
+  if (daemon) {
+    const listed = await ctr(daemon.address, ["tasks", "ls", "-q"], { namespace });
+    for (const id of lines(listed.stdout)) {
+      await ctr(daemon.address, ["tasks", "kill", "-s", "SIGKILL", id], { namespace });
+      await ctr(daemon.address, ["tasks", "rm", "-f", id], { namespace });
+    }
+  }
+  for (const line of await shimsOf(namespace)) {
+    await sh("kill", ["-9", line.split(" ")[0] ?? ""]);
+  }
+  const runcRoot = `/run/containerd/runc/${namespace}`;
+  try {
+    for (const entry of Deno.readDirSync(runcRoot)) {
+      await sh("runc", ["--root", runcRoot, "delete", "--force", entry.name]);
+    }
+    await Deno.remove(runcRoot, { recursive: true });
+  } catch {
+    // nothing left
+  }
+  if (daemon) {
+    for (const point of (await mountsUnder(daemon.dir)).sort((a, b) => b.length - a.length)) {
+      await sh("umount", ["-l", point]);
+    }
+  }
 }

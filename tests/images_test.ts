@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { tarArchive, type TarWriteEntry } from "../plugins/diff/tar.ts";
-import { ctr, ctrMissing, makeTestImageTool, startDaemon } from "./harness.ts";
+import { ctr, ctrMissing, lines, makeTestImageTool, ok, sh, startDaemon } from "./harness.ts";
 
 const MAKE_TEST_IMAGE = makeTestImageTool() ?? "../shared/tools/make-test-image (missing)";
 const CONTAINERD = "/usr/bin/containerd";
@@ -38,29 +38,6 @@ function missing(): string | undefined {
 
 const skip = missing();
 if (skip) console.error(`images_test: ${skip}`);
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ok(run: Promise<Run>, what = "ctr"): Promise<Run> {
-  const r = await run;
-  assert.equal(r.code, 0, `${what} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r;
-}
-
-async function sh(cmd: string, args: string[]): Promise<Run> {
-  const out = await new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-    .output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-function lines(text: string): string[] {
-  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-}
 
 // ------------------------------------------------------------------------------------------
 // Debian's containerd as the reference

@@ -14,7 +14,19 @@
  * which the real containerd on this machine shares.
  */
 import assert from "node:assert/strict";
-import { ctr, ctrMissing, makeTestImageTool, sh, startDaemon, type TestDaemon } from "./harness.ts";
+import {
+  containersMissing,
+  ctr,
+  lines,
+  makeTestImageTool,
+  ok,
+  reapNamespace,
+  sh,
+  startDaemon,
+  type TestDaemon,
+  uniqueNamespace,
+  waitFor,
+} from "./harness.ts";
 
 const MAKE_TEST_IMAGE = makeTestImageTool();
 const IMAGE = "docker.io/library/testbox:latest";
@@ -22,47 +34,8 @@ const RUNTIME = "io.containerd.runc.v2";
 /** A line of a `container_*` family: its HELP, its TYPE or a sample. */
 const CONTAINER_FAMILY = /^(# (HELP|TYPE) )?container_/;
 
-function missing(): string | undefined {
-  const ctrSkip = ctrMissing();
-  if (ctrSkip) return ctrSkip;
-  if (MAKE_TEST_IMAGE === undefined) return "SKIP: shared/tools/make-test-image is missing";
-  if (Deno.uid() !== 0) return "SKIP: running containers needs root";
-  for (const bin of ["/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc"]) {
-    try {
-      Deno.statSync(bin);
-    } catch {
-      return `SKIP: ${bin} not installed (apt-get install containerd runc)`;
-    }
-  }
-  return undefined;
-}
-
-const skip = missing();
+const skip = containersMissing();
 if (skip) console.error(`monitor_test: ${skip}`);
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ok(run: Promise<Run>, what = "ctr"): Promise<Run> {
-  const r = await run;
-  assert.equal(r.code, 0, `${what} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r;
-}
-
-function lines(text: string): string[] {
-  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** The host's cgroup mode, as the monitor decides it: cgroup2 at /sys/fs/cgroup is v2. */
 async function hostMode(): Promise<"v1" | "v2"> {
@@ -89,42 +62,13 @@ function valueOf(metrics: string[], name: string, labels: string): number | unde
   return found[0] === undefined ? undefined : Number(found[0].slice(prefix.length));
 }
 
-/** Kill and remove whatever a failed test left: tasks, shims, runc state, mounts. */
-async function cleanup(daemon: TestDaemon | undefined, namespace: string): Promise<void> {
-  if (daemon) {
-    const listed = await ctr(daemon.address, ["tasks", "ls", "-q"], { namespace });
-    for (const id of lines(listed.stdout)) {
-      await ctr(daemon.address, ["tasks", "kill", "-s", "SIGKILL", id], { namespace });
-      await ctr(daemon.address, ["tasks", "rm", "-f", id], { namespace });
-    }
-  }
-  const shims = await sh("pgrep", ["-af", `containerd-shim-runc-v2 -namespace ${namespace} `]);
-  for (const line of lines(shims.stdout)) await sh("kill", ["-9", line.split(" ")[0] ?? ""]);
-  const runcRoot = `/run/containerd/runc/${namespace}`;
-  try {
-    for (const entry of Deno.readDirSync(runcRoot)) {
-      await sh("runc", ["--root", runcRoot, "delete", "--force", entry.name]);
-    }
-    await Deno.remove(runcRoot, { recursive: true });
-  } catch {
-    // nothing left
-  }
-  if (daemon) {
-    const mounts = (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
-      .map((l) => l.split(" ")[4] ?? "")
-      .filter((p) => p.startsWith(`${daemon.dir}/`))
-      .sort((a, b) => b.length - a.length);
-    for (const point of mounts) await sh("umount", ["-l", point]);
-  }
-}
-
 Deno.test({
   ignore: skip !== undefined,
   sanitizeResources: false,
   sanitizeOps: false,
   name: "cgroups monitor: a running container's metrics on /v1/metrics, gone after tasks rm",
   async fn() {
-    const namespace = `monitor-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
+    const namespace = uniqueNamespace("monitor");
     const dir = await Deno.makeTempDir({ prefix: "cts-monitor-" });
     const config = `version = 2
 [metrics]
@@ -189,7 +133,7 @@ Deno.test({
       assert.ok(!metrics.some((l) => CONTAINER_FAMILY.test(l)), "families left after the last");
       await ok(ctr(b, ["containers", "rm", "c1"], { namespace }));
     } finally {
-      await cleanup(daemon, namespace);
+      await reapNamespace(namespace, daemon);
       await daemon?.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }

@@ -5,7 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { ctr, ctrMissing, startDaemon, type StartOptions, type TestDaemon } from "./harness.ts";
+import {
+  ctr,
+  ctrMissing,
+  lines,
+  startDaemon,
+  type StartOptions,
+  type TestDaemon,
+} from "./harness.ts";
 
 const skip = ctrMissing();
 if (skip) console.error(`storage_test: ${skip}`);
@@ -124,10 +131,6 @@ async function boot(options: StartOptions = {}): Promise<TestDaemon> {
   const daemon = await startDaemon(options);
   await new Promise((r) => setTimeout(r, 400));
   return daemon;
-}
-
-function lines(text: string): string[] {
-  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000) {

@@ -23,102 +23,32 @@ import { createClient } from "@connectrpc/connect";
 import { dial } from "../client/connection.ts";
 import { Snapshots } from "../proto/gen/containerd/services/snapshots/v1/snapshots_pb.ts";
 import { Tasks } from "../proto/gen/containerd/services/tasks/v1/tasks_pb.ts";
-import { ctr, ctrMissing, makeTestImageTool, sh, startDaemon, type TestDaemon } from "./harness.ts";
+import {
+  containersMissing,
+  ctr,
+  lines,
+  makeTestImageTool,
+  mountsUnder,
+  ok,
+  reapNamespace,
+  sh,
+  shimsOf,
+  startDaemon,
+  type TestDaemon,
+  uniqueNamespace,
+  waitFor,
+} from "./harness.ts";
 
 const MAKE_TEST_IMAGE = makeTestImageTool();
 const IMAGE = "docker.io/library/testbox:latest";
 
-function missing(): string | undefined {
-  const ctrSkip = ctrMissing();
-  if (ctrSkip) return ctrSkip;
-  if (MAKE_TEST_IMAGE === undefined) return "SKIP: shared/tools/make-test-image is missing";
-  if (Deno.uid() !== 0) return "SKIP: running containers needs root";
-  for (const bin of ["/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc"]) {
-    try {
-      Deno.statSync(bin);
-    } catch {
-      return `SKIP: ${bin} not installed (apt-get install containerd runc)`;
-    }
-  }
-  return undefined;
-}
-
-const skip = missing();
+const skip = containersMissing();
 if (skip) console.error(`tasks_test: ${skip}`);
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ok(run: Promise<Run>, what = "ctr"): Promise<Run> {
-  const r = await run;
-  assert.equal(r.code, 0, `${what} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r;
-}
-
-function lines(text: string): string[] {
-  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-}
-
-/** A namespace nobody else uses (runc state is shared machine-wide). */
-function uniqueNamespace(prefix: string): string {
-  return `${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
-}
 
 /** `ctr tasks ls` as [id, pid, status] rows. */
 async function taskRows(address: string, namespace: string): Promise<string[][]> {
   const out = await ok(ctr(address, ["tasks", "ls"], { namespace }));
   return lines(out.stdout).slice(1).map((l) => l.split(/\s+/));
-}
-
-/** Shim processes started for `namespace` (their command line names it). */
-async function shimsOf(namespace: string): Promise<string[]> {
-  const out = await sh("pgrep", ["-af", `containerd-shim-runc-v2 -namespace ${namespace} `]);
-  return lines(out.stdout);
-}
-
-async function mountsUnder(dir: string): Promise<string[]> {
-  return (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
-    .map((l) => l.split(" ")[4] ?? "")
-    .filter((p) => p.startsWith(`${dir}/`));
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** Kill and remove whatever a failed test left: tasks, shims, runc state, mounts. */
-async function cleanup(daemon: TestDaemon | undefined, namespace: string): Promise<void> {
-  if (daemon) {
-    const listed = await ctr(daemon.address, ["tasks", "ls", "-q"], { namespace });
-    for (const id of lines(listed.stdout)) {
-      await ctr(daemon.address, ["tasks", "kill", "-s", "SIGKILL", id], { namespace });
-      await ctr(daemon.address, ["tasks", "rm", "-f", id], { namespace });
-    }
-  }
-  for (const line of await shimsOf(namespace)) {
-    await sh("kill", ["-9", line.split(" ")[0] ?? ""]);
-  }
-  const runcRoot = `/run/containerd/runc/${namespace}`;
-  try {
-    for (const entry of Deno.readDirSync(runcRoot)) {
-      await sh("runc", ["--root", runcRoot, "delete", "--force", entry.name]);
-    }
-    await Deno.remove(runcRoot, { recursive: true });
-  } catch {
-    // nothing left
-  }
-  if (daemon) {
-    for (const point of (await mountsUnder(daemon.dir)).sort((a, b) => b.length - a.length)) {
-      await sh("umount", ["-l", point]);
-    }
-  }
 }
 
 async function importImage(address: string, namespace: string, work: string): Promise<void> {
@@ -139,7 +69,7 @@ async function withDaemon(
     await importImage(daemon.address, namespace, work);
     await fn({ daemon, namespace, work });
   } finally {
-    await cleanup(daemon, namespace);
+    await reapNamespace(namespace, daemon);
     await daemon?.stop();
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
@@ -425,7 +355,7 @@ Deno.test({
       await waitFor("the shim to exit", async () => (await shimsOf(namespace)).length === 0);
       assert.deepEqual(await mountsUnder(dir), []);
     } finally {
-      await cleanup(daemon, namespace);
+      await reapNamespace(namespace, daemon);
       await daemon?.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       await Deno.remove(work, { recursive: true }).catch(() => {});
