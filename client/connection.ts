@@ -16,6 +16,8 @@
  * @module
  */
 import net from "node:net";
+import type { Duplex } from "node:stream";
+import { connectUnix } from "../server/unix_socket.ts";
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
@@ -84,7 +86,7 @@ export function parseAddress(address: string): Endpoint {
  */
 export function dial(options: DialOptions): Connection {
   const endpoint = parseAddress(options.address);
-  const sockets = new Set<net.Socket>();
+  const sockets = new Set<Duplex>();
   const manager = new Http2SessionManager(
     "http://localhost",
     {
@@ -93,8 +95,10 @@ export function dial(options: DialOptions): Connection {
     },
     {
       createConnection: () => {
-        const socket = "path" in endpoint
-          ? net.connect(endpoint.path)
+        // A unix socket is dialed with Deno's own socket: node:net's unix handles close their
+        // descriptor twice in the pinned Deno (see server/unix_socket.ts).
+        const socket: Duplex = "path" in endpoint
+          ? connectUnix(endpoint.path)
           : net.connect(endpoint.port, endpoint.host);
         sockets.add(socket);
         socket.once("close", () => sockets.delete(socket));

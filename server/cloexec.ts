@@ -2,11 +2,14 @@
  * Mark every open descriptor above stderr close-on-exec, right before spawning a long-lived
  * child such as a shim.
  *
- * Deno's node:net listeners and accepted connections are created without FD_CLOEXEC, so a
- * child inherits them: a shim started by the daemon would keep the daemon's listening gRPC
- * socket open after the daemon dies, and a restarted daemon would find its socket "in use" —
- * connections to it queue in a backlog nobody accepts. Calling this synchronously just before
- * `Deno.Command(...).spawn()` closes that window (no JavaScript runs between the two).
+ * A descriptor without FD_CLOEXEC is inherited by every child: a shim started by the daemon
+ * would keep, say, the daemon's listening gRPC socket open after the daemon dies, and a
+ * restarted daemon would find its socket "in use" — connections to it queue in a backlog
+ * nobody accepts. That happened with Deno 2.9.3's node:net unix listeners, which are created
+ * without the flag (the daemon now listens with Deno's own sockets, see unix_socket.ts); this
+ * sweep stays as the guard against any other such descriptor (node compatibility layers, FFI).
+ * Calling it synchronously just before `Deno.Command(...).spawn()` closes that window (no
+ * JavaScript runs between the two).
  *
  * @example
  * ```ts

@@ -22,6 +22,7 @@
 import type * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import * as path from "node:path";
+import { type UnixSocket, UnixSocketListener } from "./unix_socket.ts";
 
 /** Options of {@link listenHttp}. */
 export interface HttpListenOptions {
@@ -98,8 +99,14 @@ async function listenUnix(server: http.Server, options: HttpListenOptions): Prom
   const socketPath = path.resolve(options.address);
   await Deno.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o711 });
   await removeStaleSocket(socketPath);
-  await listenOn(server, (done) => server.listen(socketPath, done));
-  let inode: number | null = null;
+  // Deno's own listener, never node:net's (which closes unix descriptors twice; unix_socket.ts).
+  const sockets = new Set<UnixSocket>();
+  const listener = UnixSocketListener.listen(socketPath, (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    server.emit("connection", socket);
+  });
+  const close = closeUnix(listener, sockets);
   try {
     await Deno.chmod(socketPath, options.mode ?? 0o660);
     const uid = options.uid ?? 0;
@@ -108,24 +115,32 @@ async function listenUnix(server: http.Server, options: HttpListenOptions): Prom
       // A zero id means "leave as is", so a non-root daemon can still set only the group.
       await Deno.chown(socketPath, uid === 0 ? null : uid, gid === 0 ? null : gid);
     }
-    inode = (await Deno.lstat(socketPath)).ino;
   } catch (err) {
-    await closer(server, async () => {})();
+    await close();
     throw new Error(`set mode and owner of socket ${socketPath}: ${messageOf(err)}`, {
       cause: err,
     });
   }
-  return {
-    address: socketPath,
-    close: closer(server, async () => {
-      // Remove the file only if it is still ours: a successor may already have replaced it.
-      try {
-        const stat = await Deno.lstat(socketPath);
-        if (stat.isSocket && stat.ino === inode) await Deno.remove(socketPath);
-      } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
-      }
-    }),
+  return { address: socketPath, close };
+}
+
+/**
+ * Stop accepting (the listener removes its socket file if it is still ours) and drop open
+ * connections, resolving once they are closed; safe to call twice.
+ */
+function closeUnix(listener: UnixSocketListener, sockets: Set<UnixSocket>): () => Promise<void> {
+  let closing: Promise<void> | undefined;
+  return () => {
+    closing ??= (async () => {
+      await listener.close();
+      await Promise.all([...sockets].map((socket) =>
+        new Promise<void>((resolve) => {
+          socket.once("close", () => resolve());
+          socket.destroy();
+        })
+      ));
+    })();
+    return closing;
   };
 }
 

@@ -9,6 +9,10 @@
  * {@link closeServer} stops accepting, sends GOAWAY to every HTTP/2 session so running RPCs
  * finish and new ones go elsewhere, and destroys what is still open after a grace period.
  *
+ * A unix socket is never listened on by node:net (Deno 2.9.3 closes those descriptors twice,
+ * see unix_socket.ts): a {@link UnixSocketListener} accepts and the node server receives each
+ * connection as a `connection` event, exactly as if it had accepted it itself.
+ *
  * @example
  * ```ts
  * import http2 from "node:http2";
@@ -26,6 +30,7 @@ import type * as http2 from "node:http2";
 import type * as net from "node:net";
 import * as path from "node:path";
 import { AddressInUseError, splitHostPort } from "./http_listen.ts";
+import { UnixSocketListener } from "./unix_socket.ts";
 
 /**
  * Thrown when the socket path is held by a live listener or is not a socket; the same class as
@@ -57,10 +62,13 @@ export interface CloseOptions {
 /** Longest unix socket path the kernel takes (sun_path is 108 bytes with its NUL). */
 const MAX_SOCKET_PATH_BYTES = 107;
 
-/** Connections and HTTP/2 sessions of a server, for closeServer. */
+/** Connections, HTTP/2 sessions and unix listeners of a server, for closeServer. */
 interface Tracked {
   readonly sockets: Set<net.Socket>;
   readonly sessions: Set<http2.Http2Session>;
+  readonly listeners: Set<UnixSocketListener>;
+  /** Called each time the last open connection closes. */
+  readonly onIdle: Set<() => void>;
 }
 
 type AnyServer = net.Server | http2.Http2Server;
@@ -72,10 +80,18 @@ function track(server: AnyServer): Tracked {
   const holder = server as AnyServer & { [TRACKED]?: Tracked };
   const existing = holder[TRACKED];
   if (existing) return existing;
-  const tracked: Tracked = { sockets: new Set(), sessions: new Set() };
+  const tracked: Tracked = {
+    sockets: new Set(),
+    sessions: new Set(),
+    listeners: new Set(),
+    onIdle: new Set(),
+  };
   server.on("connection", (socket: net.Socket) => {
     tracked.sockets.add(socket);
-    socket.once("close", () => tracked.sockets.delete(socket));
+    socket.once("close", () => {
+      tracked.sockets.delete(socket);
+      if (tracked.sockets.size === 0) { for (const idle of tracked.onIdle) idle(); }
+    });
   });
   server.on("session", (session: http2.Http2Session) => {
     tracked.sessions.add(session);
@@ -108,8 +124,14 @@ export async function listenUnix(server: AnyServer, options: UnixListenOptions):
     throw new Error(`create directory of socket ${socketPath}: ${messageOf(err)}`, { cause: err });
   }
   await removeStaleSocket(socketPath);
-  track(server);
-  await listenOn(server, (done) => server.listen(socketPath, done));
+  const tracked = track(server);
+  let listener: UnixSocketListener;
+  try {
+    listener = UnixSocketListener.listen(socketPath, (socket) => server.emit("connection", socket));
+  } catch (err) {
+    throw new Error(`listen on ${socketPath}: ${messageOf(err)}`, { cause: err });
+  }
+  tracked.listeners.add(listener);
   try {
     await Deno.chmod(socketPath, options.mode ?? 0o660);
     const uid = options.uid === Deno.uid() ? null : options.uid;
@@ -201,13 +223,7 @@ function listenOn(server: AnyServer, start: (done: () => void) => void): Promise
 export async function closeServer(server: AnyServer, options: CloseOptions = {}): Promise<void> {
   const graceMs = options.graceMs ?? 10_000;
   const tracked = (server as AnyServer & { [TRACKED]?: Tracked })[TRACKED];
-  const closed = new Promise<void>((resolve) => {
-    try {
-      server.close(() => resolve());
-    } catch {
-      resolve();
-    }
-  });
+  const closed = Promise.all([stopAccepting(server), connectionsGone(tracked)]).then(() => {});
   const destroyAll = () => {
     if (!tracked) return;
     for (const session of tracked.sessions) {
@@ -239,4 +255,36 @@ export async function closeServer(server: AnyServer, options: CloseOptions = {})
   });
   await Promise.race([closed, grace.then(() => closed)]);
   clearTimeout(timer);
+}
+
+/**
+ * Stop accepting new connections on every address of `server` (its unix listeners are closed
+ * and their socket files removed); open connections are untouched. Resolves once a TCP
+ * listener has let all its connections go, as node's `server.close` does.
+ */
+export async function stopAccepting(server: AnyServer): Promise<void> {
+  const tracked = (server as AnyServer & { [TRACKED]?: Tracked })[TRACKED];
+  const unix = [...tracked?.listeners ?? []].map((listener) => listener.close().catch(() => {}));
+  tracked?.listeners.clear();
+  const tcp = server.listening
+    ? new Promise<void>((resolve) => {
+      try {
+        server.close(() => resolve());
+      } catch {
+        resolve();
+      }
+    })
+    : Promise.resolve();
+  await Promise.all([...unix, tcp]);
+}
+
+function connectionsGone(tracked: Tracked | undefined): Promise<void> {
+  if (!tracked || tracked.sockets.size === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    const idle = () => {
+      tracked.onIdle.delete(idle);
+      resolve();
+    };
+    tracked.onIdle.add(idle);
+  });
 }

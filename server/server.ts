@@ -39,7 +39,7 @@ import { contextInterceptor, errorInterceptor, grpcMessageOf } from "./intercept
 import { ErrdefsError, fromCode } from "./errdefs.ts";
 import { type TtrpcCallContext, TtrpcServer, type TtrpcServiceImpl } from "./ttrpc.ts";
 import type { DescService } from "@bufbuild/protobuf";
-import { closeServer, listenTcp, listenUnix } from "./listen.ts";
+import { closeServer, listenTcp, listenUnix, stopAccepting } from "./listen.ts";
 import type { Metrics } from "./metrics.ts";
 import { debugVars, diagnosticDump, startDebugServer } from "./debug.ts";
 import { installSignals } from "./signals.ts";
@@ -83,7 +83,6 @@ export class Server {
   readonly #grpcServers: http2.Http2Server[];
   readonly #ttrpc: TtrpcServer;
   readonly #ttrpcListener: net.Server;
-  readonly #ttrpcAddress: string;
   readonly #closers: Closer[];
 
   private constructor(init: {
@@ -97,7 +96,6 @@ export class Server {
     grpcServers: http2.Http2Server[];
     ttrpc: TtrpcServer;
     ttrpcListener: net.Server;
-    ttrpcAddress: string;
     closers: Closer[];
   }) {
     this.config = init.config;
@@ -110,7 +108,6 @@ export class Server {
     this.#grpcServers = init.grpcServers;
     this.#ttrpc = init.ttrpc;
     this.#ttrpcListener = init.ttrpcListener;
-    this.#ttrpcAddress = init.ttrpcAddress;
     this.#closers = init.closers;
   }
 
@@ -290,7 +287,6 @@ export class Server {
       if (ttrpcListening) {
         ttrpc.closeConnections();
         await closeServer(ttrpcListener, { graceMs: 0 });
-        await removeSocket(ttrpcListen.path, log);
       }
       await cleanup();
       throw err instanceof BootError ? err : new BootError((err as Error).message, { cause: err });
@@ -306,7 +302,6 @@ export class Server {
       grpcServers,
       ttrpc,
       ttrpcListener,
-      ttrpcAddress: ttrpcListen.path,
       closers,
     });
   }
@@ -333,7 +328,7 @@ export class Server {
     // Stop accepting first; existing sessions keep running until drained. Shims keep their
     // ttrpc connections until then too, so events of the RPCs draining still arrive.
     const closing = this.#grpcServers.map((server) => closeServer(server));
-    const ttrpcClosed = new Promise<void>((resolve) => this.#ttrpcListener.close(() => resolve()));
+    const ttrpcClosed = stopAccepting(this.#ttrpcListener);
     this.#stopping.abort();
     const deadline = AbortSignal.timeout(drainTimeoutMs);
     await this.#rpc.drain(deadline);
@@ -350,8 +345,6 @@ export class Server {
       this.plugins,
       (uri, err) => log.warn("failed to close plugin", { id: uri, error: err }),
     );
-    await removeSocket(this.config.grpc.address, log);
-    await removeSocket(this.#ttrpcAddress, log);
   }
 }
 
@@ -390,16 +383,6 @@ function createTtrpcServer(specs: readonly TtrpcServiceSpec[], log: Logger): Ttr
     server.register(spec.service, impl as unknown as TtrpcServiceImpl<DescService>);
   }
   return server;
-}
-
-async function removeSocket(path: string, log: Logger): Promise<void> {
-  try {
-    await Deno.remove(path);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) {
-      log.warn("failed to remove socket", { path, error: err });
-    }
-  }
 }
 
 /** Root and state must be set and differ; both are created 0711 (the seed's server.New). */

@@ -22,7 +22,9 @@
  * ```
  * @module
  */
-import * as net from "node:net";
+import type * as net from "node:net";
+import type { Duplex } from "node:stream";
+import { connectUnix } from "./unix_socket.ts";
 import {
   create,
   type DescMessage,
@@ -148,13 +150,13 @@ interface Pending {
  * for a shim that is the signal that it died.
  */
 export class TtrpcClient {
-  readonly #socket: net.Socket;
+  readonly #socket: Duplex;
   readonly #pending = new Map<number, Pending>();
   readonly #closed: Promise<void>;
   #nextStreamId = 1;
   #closeReason: Error | undefined;
 
-  private constructor(socket: net.Socket, address: string) {
+  private constructor(socket: Duplex, address: string) {
     this.#socket = socket;
     const decoder = new FrameDecoder();
     this.#closed = new Promise((resolve) => {
@@ -187,7 +189,7 @@ export class TtrpcClient {
   static dial(path: string): Promise<TtrpcClient> {
     const address = path.replace(/^unix:\/\//, "");
     return new Promise((resolve, reject) => {
-      const socket = net.createConnection({ path: address });
+      const socket = connectUnix(address);
       const onError = (err: Error) => {
         reject(new UnavailableError(`dial ttrpc ${address}: ${err.message}`, { cause: err }));
       };
@@ -324,7 +326,7 @@ interface Route {
  */
 export class TtrpcServer {
   readonly #routes = new Map<string, Route>();
-  readonly #connections = new Set<net.Socket>();
+  readonly #connections = new Set<Duplex>();
 
   /** Serve `impl` as `service`. */
   register<S extends DescService>(service: S, impl: TtrpcServiceImpl<S>): void {
@@ -340,11 +342,11 @@ export class TtrpcServer {
 
   /** Serve every connection `server` accepts. */
   attach(server: net.Server): void {
-    server.on("connection", (socket: net.Socket) => this.serveConnection(socket));
+    server.on("connection", (socket: Duplex) => this.serveConnection(socket));
   }
 
   /** Serve one connection until it closes. */
-  serveConnection(socket: net.Socket): void {
+  serveConnection(socket: Duplex): void {
     this.#connections.add(socket);
     const closed = new AbortController();
     const decoder = new FrameDecoder();
@@ -368,7 +370,7 @@ export class TtrpcServer {
     });
   }
 
-  async #answer(socket: net.Socket, frame: Frame, closed: AbortSignal): Promise<void> {
+  async #answer(socket: Duplex, frame: Frame, closed: AbortSignal): Promise<void> {
     let status: { code: number; message: string } | undefined;
     let payload = new Uint8Array(0);
     try {
