@@ -12,7 +12,7 @@
  * @module
  */
 import http2 from "node:http2";
-import net from "node:net";
+import { connectUnix } from "../server/unix_socket.ts";
 import { parseArgs } from "node:util";
 
 /** What one load point measures. */
@@ -99,7 +99,7 @@ export function versionOnce(socket: string, timeoutMs: number): Promise<boolean>
   return new Promise((resolve) => {
     let settled = false;
     const session = http2.connect("http://localhost", {
-      createConnection: () => net.connect(socket),
+      createConnection: () => connectUnix(socket),
     });
     const finish = (ok: boolean) => {
       if (settled) return;
@@ -124,7 +124,7 @@ export function versionOnce(socket: string, timeoutMs: number): Promise<boolean>
 /** Run one load point against `options.socket`. */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const session = http2.connect("http://localhost", {
-    createConnection: () => net.connect(options.socket),
+    createConnection: () => connectUnix(options.socket),
   });
   const headers: http2.OutgoingHttpHeaders = {
     ":method": "POST",

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import net from "node:net";
+import { connectUnix } from "./unix_socket.ts";
 import { AddressInUseError, closeServer, listenTcp, listenUnix } from "./listen.ts";
 
 const uid = Deno.uid() ?? 0;
@@ -38,7 +38,7 @@ async function makeStaleSocket(path: string): Promise<void> {
 
 /** One gRPC-shaped request to an http2 server on `path`; resolves with the :status. */
 async function ping(path: string): Promise<number> {
-  const session = http2.connect("http://localhost", { createConnection: () => net.connect(path) });
+  const session = http2.connect("http://localhost", { createConnection: () => connectUnix(path) });
   session.on("error", () => {});
   try {
     return await new Promise<number>((resolve, reject) => {
@@ -170,7 +170,7 @@ Deno.test("closeServer lets a running stream finish, then closes; a hung one is 
     });
     await listenUnix(server, { path, uid, gid });
     const session = http2.connect("http://localhost", {
-      createConnection: () => net.connect(path),
+      createConnection: () => connectUnix(path),
     });
     session.on("error", () => {});
     const req = session.request({ ":path": "/slow" });
@@ -190,7 +190,7 @@ Deno.test("closeServer lets a running stream finish, then closes; a hung one is 
     const hung = http2.createServer();
     hung.on("stream", (stream) => stream.on("error", () => {}));
     await listenUnix(hung, { path, uid, gid });
-    const s2 = http2.connect("http://localhost", { createConnection: () => net.connect(path) });
+    const s2 = http2.connect("http://localhost", { createConnection: () => connectUnix(path) });
     s2.on("error", () => {});
     const r2 = s2.request({ ":path": "/hang" });
     r2.on("error", () => {});

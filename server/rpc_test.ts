@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import net from "node:net";
+import { connectUnix } from "./unix_socket.ts";
 import { Buffer } from "node:buffer";
 import {
   create,
@@ -263,7 +263,7 @@ function transportFor(
   socket: string,
 ): { transport: Transport; close(): void } {
   const sessionManager = new Http2SessionManager("http://localhost", {}, {
-    createConnection: () => net.connect(socket),
+    createConnection: () => connectUnix(socket),
   });
   const common = { httpVersion: "2" as const, baseUrl: "http://localhost", sessionManager };
   const transport = kind === "grpc"
@@ -288,7 +288,7 @@ async function rawCall(
   headers: http2.OutgoingHttpHeaders = {},
 ): Promise<RawResult> {
   const session = http2.connect("http://localhost", {
-    createConnection: () => net.connect(socket),
+    createConnection: () => connectUnix(socket),
   });
   session.on("error", () => {});
   try {

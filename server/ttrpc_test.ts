@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import * as net from "node:net";
+import { UnixSocketListener } from "./unix_socket.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { AnySchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Events } from "../proto/gen/containerd/services/ttrpc/events/v1/events_pb.ts";
@@ -48,14 +48,12 @@ Deno.test("a header announcing more than 4 MiB is refused", () => {
 async function serve(server: TtrpcServer): Promise<{ path: string; close(): Promise<void> }> {
   const dir = await Deno.makeTempDir();
   const path = `${dir}/ttrpc.sock`;
-  const listener = net.createServer();
-  server.attach(listener);
-  await new Promise<void>((resolve) => listener.listen(path, resolve));
+  const listener = UnixSocketListener.listen(path, (socket) => server.serveConnection(socket));
   return {
     path,
     async close() {
       server.closeConnections();
-      await new Promise<void>((resolve) => listener.close(() => resolve()));
+      await listener.close();
       await Deno.remove(dir, { recursive: true });
     },
   };

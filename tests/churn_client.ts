@@ -13,7 +13,7 @@
  * @module
  */
 import http2 from "node:http2";
-import net from "node:net";
+import { connectUnix } from "../server/unix_socket.ts";
 
 const [socket, concurrencyText = "1", durationText = "300", closeMode = "close"] = Deno.args;
 if (!socket) {
@@ -22,7 +22,7 @@ if (!socket) {
 }
 const concurrency = Number(concurrencyText);
 const durationMs = Number(durationText);
-const session = http2.connect("http://localhost", { createConnection: () => net.connect(socket) });
+const session = http2.connect("http://localhost", { createConnection: () => connectUnix(socket) });
 let sessionError = "";
 session.on("error", (err) => sessionError ||= String(err));
 const headers = {

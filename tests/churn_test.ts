@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import net from "node:net";
+import { connectUnix } from "../server/unix_socket.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 const ROUNDS = 5;
@@ -75,7 +75,7 @@ function spawn(script: string, args: string[]): Proc {
 
 async function versionCall(socket: string): Promise<string | undefined> {
   const session = http2.connect("http://localhost", {
-    createConnection: () => net.connect(socket),
+    createConnection: () => connectUnix(socket),
   });
   session.on("error", () => {});
   try {
@@ -102,7 +102,7 @@ async function versionCall(socket: string): Promise<string | undefined> {
 /** A Health/Watch stream held open on its own session until the server goes away. */
 function openWatch(socket: string): { first: Promise<void>; closed: Promise<void> } {
   const session = http2.connect("http://localhost", {
-    createConnection: () => net.connect(socket),
+    createConnection: () => connectUnix(socket),
   });
   session.on("error", () => {});
   const req = session.request({

@@ -4,7 +4,7 @@
  * the namespaces service is loaded, by `ctr namespaces create`.
  */
 import assert from "node:assert/strict";
-import * as net from "node:net";
+import { connectUnix } from "../server/unix_socket.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { AnySchema } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient } from "@connectrpc/connect";
@@ -69,7 +69,7 @@ function ctrEvents(address: string, filters: string[] = []): CtrEvents {
 /** A gRPC client of the daemon's Events service over its unix socket. */
 function eventsClient(socket: string): { client: Client<typeof Events>; close(): void } {
   const sessionManager = new Http2SessionManager("http://localhost", {}, {
-    createConnection: () => net.connect(socket),
+    createConnection: () => connectUnix(socket),
   });
   // gRPC always runs on HTTP/2 here (no httpVersion option); the session manager owns the
   // connection so the test can close it.

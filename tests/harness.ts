@@ -40,6 +40,11 @@ export interface StartOptions {
   waitReady?: boolean;
   /** Reuse this dir (a restart on the same root/state). */
   dir?: string;
+  /**
+   * Run the launcher under this command, e.g. `["strace", "-f", "-o", file]`. stop() then
+   * signals the traced daemon (the tracer's child), not the tracer.
+   */
+  tracer?: string[];
 }
 
 /** Run the launcher with arguments, collecting output (CLI subcommands, bad configs). */
@@ -76,8 +81,9 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
     args.push("--config", `${dir}/config.toml`);
   }
   args.push(...(options.args ?? []));
-  const process = new Deno.Command(LAUNCHER, {
-    args,
+  const tracer = options.tracer ?? [];
+  const process = new Deno.Command(tracer[0] ?? LAUNCHER, {
+    args: tracer.length === 0 ? args : [...tracer.slice(1), LAUNCHER, ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -116,7 +122,9 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
     async stop(timeoutMs = 20_000) {
       stopping = true;
       try {
-        process.kill("SIGTERM");
+        const traced = tracer.length === 0 ? undefined : tracedChild(process.pid);
+        if (traced === undefined) process.kill("SIGTERM");
+        else Deno.kill(traced, "SIGTERM");
       } catch {
         // already gone
       }
@@ -152,6 +160,17 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
     throw err;
   }
   return daemon;
+}
+
+/** The first child process of `pid` (a tracer's tracee), from /proc; undefined when none. */
+function tracedChild(pid: number): number | undefined {
+  try {
+    const children = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim();
+    const first = Number(children.split(/\s+/)[0]);
+    return Number.isInteger(first) && first > 0 ? first : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Why ctr-based suites cannot run here, or undefined when /usr/bin/ctr exists. */

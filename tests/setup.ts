@@ -1,8 +1,9 @@
 /**
  * Test setup, run by `deno task test` before the suites: makes sure the real clients the
  * integration suites drive are present. As root with apt-get it installs Debian's containerd
- * (ctr, the shim, the reference daemon), runc and busybox-static when missing; otherwise it
- * prints what is missing, and the suites that need it print SKIP with that reason.
+ * (ctr, the shim, the reference daemon), runc, busybox-static, curl, tmux (the `ctr run -t`
+ * test) and strace (the descriptor test) when missing; otherwise it prints what is missing,
+ * and the suites that need it print SKIP with that reason.
  *
  * @module
  */
@@ -12,6 +13,8 @@ const needed: Record<string, string> = {
   "/usr/sbin/runc": "runc",
   "/bin/busybox": "busybox-static",
   "/usr/bin/curl": "curl",
+  "/usr/bin/tmux": "tmux",
+  "/usr/bin/strace": "strace",
 };
 
 function exists(path: string): boolean {
@@ -38,7 +41,7 @@ const missing = [
   ...new Set(Object.entries(needed).filter(([p]) => !exists(p)).map(([, pkg]) => pkg)),
 ];
 if (missing.length === 0) {
-  console.error("setup: ctr, containerd, runc, busybox and curl are present");
+  console.error(`setup: ${Object.keys(needed).join(", ")} are present`);
 } else if (Deno.uid() !== 0 || !exists("/usr/bin/apt-get")) {
   console.error(
     `setup: missing ${missing.join(", ")} and cannot install them (needs root and apt-get); ` +

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import * as net from "node:net";
+import { UnixSocketListener } from "../../server/unix_socket.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { AnySchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Envelope, Exchange } from "../../server/exchange.ts";
@@ -21,9 +21,10 @@ async function fixture(): Promise<{
   const spec = eventsTtrpcService({ exchange });
   server.register(spec.service, spec.impl);
   const dir = await Deno.makeTempDir();
-  const listener = net.createServer();
-  server.attach(listener);
-  await new Promise<void>((resolve) => listener.listen(`${dir}/ttrpc.sock`, resolve));
+  const listener = UnixSocketListener.listen(
+    `${dir}/ttrpc.sock`,
+    (socket) => server.serveConnection(socket),
+  );
   const client = await TtrpcClient.dial(`${dir}/ttrpc.sock`);
   const received: Envelope[] = [];
   const stop = new AbortController();
@@ -42,7 +43,7 @@ async function fixture(): Promise<{
       client.close();
       await client.closed;
       server.closeConnections();
-      await new Promise<void>((resolve) => listener.close(() => resolve()));
+      await listener.close();
       await Deno.remove(dir, { recursive: true });
     },
   };
