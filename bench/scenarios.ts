@@ -701,14 +701,14 @@ async function scaleScenario(
   return rows;
 }
 
-/** Record every running daemon's RSS under `label`. */
 /**
  * Quiet time before an RSS checkpoint after a load scenario, for both daemons alike: RSS at
  * rest, after each runtime had its chance to hand memory back (Go's scavenger; ours trims
- * 2 s after content traffic pauses, plugins/content/heap_trim.ts).
+ * 2 s after a burst of traffic pauses, server/heap_trim.ts).
  */
 const SETTLE_MS = 3000;
 
+/** Record every running daemon's RSS under `label`. */
 async function checkpoint(session: Session, label: string): Promise<void> {
   if (label !== "idle") await new Promise((r) => setTimeout(r, SETTLE_MS));
   for (const [kind, daemon] of session.daemons) {

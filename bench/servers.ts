@@ -19,6 +19,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { createRpcHandler, serviceSpec } from "../server/rpc.ts";
 import { contextInterceptor, errorInterceptor } from "../server/interceptors.ts";
 import { silentLogger } from "../server/log.ts";
+import { UnixSocketListener } from "../server/unix_socket.ts";
 import {
   Version,
   VersionResponseSchema,
@@ -85,9 +86,8 @@ if (import.meta.main) {
     Deno.removeSync(socket);
   } catch { /* not there */ }
   const server = createBenchServer(kind as ServerKind);
-  server.listen(socket, () => console.log("ready"));
-  Deno.addSignalListener("SIGTERM", () => {
-    server.close();
-    Deno.exit(0);
-  });
+  // Listened as the daemon listens (server/listen.ts): Deno's socket, node's server.
+  UnixSocketListener.listen(socket, (s) => server.emit("connection", s));
+  console.log("ready");
+  Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
 }

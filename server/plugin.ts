@@ -17,6 +17,7 @@
  * @module
  */
 import type { Exchange } from "./exchange.ts";
+import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type { Logger } from "./log.ts";
 
 /**
@@ -88,6 +89,11 @@ export interface InitContext<C> {
   readonly properties: PluginProperties;
   /** The event exchange every plugin publishes to and subscribes on. */
   readonly events: Exchange;
+  /**
+   * The daemon's heap trimmer: a plugin that moves bulk data through memory notes the bytes,
+   * so the memory goes back to the OS once the burst pauses (heap_trim.ts).
+   */
+  readonly heapTrimmer: HeapTrimmer;
   /** A logger tagged with this plugin's type and id. */
   readonly log: Logger;
   /** Aborted when the daemon shuts down. */
@@ -297,6 +303,8 @@ export interface InitPluginsOptions {
   events: Exchange;
   log: Logger;
   signal: AbortSignal;
+  /** The daemon's heap trimmer; default: one that never trims. */
+  heapTrimmer?: HeapTrimmer;
   /** Called before each plugin's init with its URI, e.g. to log "loading plugin". */
   onStart?: (uri: string) => void;
   /** Called after each plugin's init, e.g. to log skips and failures. */
@@ -322,6 +330,7 @@ export async function initPlugins(options: InitPluginsOptions): Promise<PluginSe
       config,
       properties: options.properties,
       events: options.events,
+      heapTrimmer: options.heapTrimmer ?? NO_HEAP_TRIM,
       log,
       signal: options.signal,
       meta,

@@ -76,6 +76,7 @@ import {
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { compressionGzip } from "@connectrpc/connect-node";
+import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type { Logger } from "./log.ts";
 import type { TtrpcServiceImpl } from "./ttrpc.ts";
 
@@ -156,6 +157,8 @@ export interface RpcHandlerOptions {
   maxSendMessageBytes: number;
   /** Where session/stream failures and handler crashes are reported. */
   log: Logger;
+  /** Noted once per finished RPC, so the heap is trimmed after bursts of calls. */
+  heapTrimmer?: HeapTrimmer;
 }
 
 /** The RPC side of the gRPC listeners: attach it to servers, count and drain RPCs. */
@@ -187,6 +190,11 @@ const QUEUE_HIGH_WATER = 1 << 20;
 const EMPTY = new Uint8Array(0);
 /** Longest delay setTimeout holds; longer ones overflow and fire after 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * Heap an RPC leaves behind as garbage, whatever its payload: stream, headers, promises,
+ * messages. Measured: 10 000 Images.Create grew the heap by ~150 MiB, about 15 KiB a call.
+ */
+const RPC_HEAP_BYTES = 16 * 1024;
 
 /**
  * Build the handler for a set of services. Throws when two specs name the same service, so a
@@ -194,6 +202,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
   const { log, interceptors } = options;
+  const heapTrimmer = options.heapTrimmer ?? NO_HEAP_TRIM;
   const maxRecv = options.maxRecvMessageBytes;
   const maxSend = options.maxSendMessageBytes;
   const router = createConnectRouter({
@@ -240,6 +249,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
     const release = () => {
       if (--pending > 0) return;
       inFlight--;
+      heapTrimmer.note(RPC_HEAP_BYTES);
       if (inFlight === 0) { for (const wake of [...drainWaiters]) wake(); }
     };
     stream.once("close", release);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import { connectUnix } from "./unix_socket.ts";
+import { connectUnix, UnixSocketListener } from "./unix_socket.ts";
+import type { HeapTrimmer } from "./heap_trim.ts";
 import { Buffer } from "node:buffer";
 import {
   create,
@@ -211,10 +212,14 @@ interface TestServer {
   close(): Promise<void>;
 }
 
-async function startServer(
-  extraInterceptors: Interceptor[] = [],
-  limit = LIMIT,
-): Promise<TestServer> {
+interface ServerOptions {
+  /** Message size limit both ways. Default LIMIT. */
+  limit?: number;
+  heapTrimmer?: HeapTrimmer;
+}
+
+async function startServer(options: ServerOptions = {}): Promise<TestServer> {
+  const limit = options.limit ?? LIMIT;
   const dir = await Deno.makeTempDir({ prefix: "rpc-test-" });
   const socket = `${dir}/rpc.sock`;
   const seen = { canceled: 0, interceptorRuns: 0 };
@@ -226,13 +231,13 @@ async function startServer(
     services: testServices(seen),
     interceptors: [
       counting,
-      ...extraInterceptors,
       contextInterceptor(),
       errorInterceptor(silentLogger()),
     ],
     maxRecvMessageBytes: limit,
     maxSendMessageBytes: limit,
     log: silentLogger(),
+    ...(options.heapTrimmer ? { heapTrimmer: options.heapTrimmer } : {}),
   });
   const server = http2.createServer();
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -241,16 +246,20 @@ async function startServer(
     s.once("close", () => sessions.delete(s));
   });
   rpc.attach(server);
-  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  const listener = UnixSocketListener.listen(socket, (s) => server.emit("connection", s));
   return {
     socket,
     dir,
     seen,
     rpc,
     async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sessions) s.destroy();
-      await closed;
+      await listener.close();
+      await Promise.all([...sessions].map((s) =>
+        new Promise<void>((resolve) => {
+          s.once("close", () => resolve());
+          s.destroy();
+        })
+      ));
       await Deno.remove(dir, { recursive: true });
     },
   };
@@ -351,9 +360,9 @@ function grpcStatus(r: RawResult): { code: number; message: string } {
 
 async function withServer(
   fn: (s: TestServer) => Promise<void>,
-  limit = LIMIT,
+  options: ServerOptions = {},
 ): Promise<void> {
-  const server = await startServer([], limit);
+  const server = await startServer(options);
   try {
     await fn(server);
   } finally {
@@ -467,6 +476,22 @@ Deno.test("unary calls succeed on every protocol, interceptors see the namespace
     }
     assert.equal(s.rpc.inFlight, 0);
   });
+});
+
+Deno.test("every finished RPC, on any protocol, is noted to the heap trimmer", async () => {
+  let noted = 0;
+  const heapTrimmer: HeapTrimmer = { note: (bytes) => noted += bytes, close() {} };
+  await withServer(async (s) => {
+    for (const kind of ALL_KINDS) {
+      await withClient(s, kind, async (t) => {
+        const client = createClient(Version, t);
+        for (let i = 0; i < 3; i++) await client.version({});
+      });
+    }
+  }, { heapTrimmer });
+  const calls = 3 * ALL_KINDS.length;
+  assert.ok(noted >= calls * 1024, `${noted} bytes noted for ${calls} calls`);
+  assert.equal(noted % calls, 0, "the same estimate per call");
 });
 
 Deno.test("fast path: raw gRPC unary gets one envelope and grpc-status 0, interceptors run", async () => {
@@ -618,7 +643,7 @@ Deno.test("fast path streams large messages intact, with backpressure", async ()
         assert.equal(sizes.length, 12, kind);
       });
     }
-  }, 4 << 20);
+  }, { limit: 4 << 20 });
 });
 
 Deno.test("client cancellation aborts the handler signal and ends the RPC", async () => {

@@ -39,6 +39,7 @@ import { contextInterceptor, errorInterceptor, grpcMessageOf } from "./intercept
 import { ErrdefsError, fromCode } from "./errdefs.ts";
 import { type TtrpcCallContext, TtrpcServer, type TtrpcServiceImpl } from "./ttrpc.ts";
 import type { DescService } from "@bufbuild/protobuf";
+import { createHeapTrimmer } from "./heap_trim.ts";
 import { closeServer, listenTcp, listenUnix, stopAccepting } from "./listen.ts";
 import type { Metrics } from "./metrics.ts";
 import { debugVars, diagnosticDump, startDebugServer } from "./debug.ts";
@@ -142,6 +143,9 @@ export class Server {
 
     const events = new Exchange();
     const stopping = new AbortController();
+    // One trimmer for the whole daemon: RPC calls and plugins' bulk data feed it (heap_trim.ts).
+    const heapTrimmer = createHeapTrimmer({ log });
+    stopping.signal.addEventListener("abort", () => heapTrimmer.close(), { once: true });
     const grpcAddress = config.grpc.address;
     // containerd: an unset [ttrpc] address means `<grpc address>.ttrpc` with the gRPC owner.
     const ttrpcListen = config.ttrpc.address
@@ -159,6 +163,7 @@ export class Server {
       events,
       log,
       signal: stopping.signal,
+      heapTrimmer,
       onStart: (uri) =>
         log.info(`loading plugin "${uri}"...`, { type: uri.slice(0, uri.lastIndexOf(".")) }),
       onResult: (record) => {
@@ -222,6 +227,7 @@ export class Server {
       maxRecvMessageBytes: config.grpc.max_recv_message_size,
       maxSendMessageBytes: config.grpc.max_send_message_size,
       log,
+      heapTrimmer,
     });
 
     const closers: Closer[] = [];

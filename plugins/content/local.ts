@@ -46,7 +46,7 @@ import {
 } from "../../server/errdefs.ts";
 import { parseDigest, Sha256, sha256Hex } from "../../server/digest.ts";
 import { type Logger, silentLogger } from "../../server/log.ts";
-import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
+import { type HeapTrimmer, NO_HEAP_TRIM } from "../../server/heap_trim.ts";
 import type {
   BlobInfo,
   CommitOptions,
@@ -86,7 +86,7 @@ export interface LocalContentStoreOptions {
   now?: () => Date;
   /**
    * Told the bytes every read and write moves, to give freed memory back after bursts (the
-   * content plugin passes one; see heap_trim.ts). Default: none.
+   * content plugin passes the daemon's; see server/heap_trim.ts). Default: none.
    */
   heapTrimmer?: HeapTrimmer;
 }

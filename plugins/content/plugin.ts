@@ -1,8 +1,8 @@
 /**
  * io.containerd.content.v1.content: registers the local content store on the plugin's own root
  * (`<root>/io.containerd.content.v1.content`, holding blobs/ and ingest/), as containerd does.
- * It takes no config. After bursts of content traffic it gives freed heap memory back to the
- * OS (heap_trim.ts). The metadata plugin and the content service reach it through the plugin
+ * It takes no config. The bytes it moves are noted to the daemon's heap trimmer, so freed
+ * memory goes back to the OS after bursts (server/heap_trim.ts). The metadata plugin and the content service reach it through the plugin
  * set (`ctx.get(ContentPlugin)`), never by importing local.ts.
  *
  * @module
@@ -10,7 +10,6 @@
 import { register } from "../../server/plugin.ts";
 import { ContentPlugin } from "../types.ts";
 import type { ContentStore } from "./api.ts";
-import { createHeapTrimmer } from "./heap_trim.ts";
 import { LocalContentStore } from "./local.ts";
 
 register({
@@ -19,8 +18,7 @@ register({
   async init(ctx): Promise<ContentStore> {
     const store = await LocalContentStore.open(ctx.root, {
       log: ctx.log,
-      // Hand the memory of content bursts back to the OS once they pause (heap_trim.ts).
-      heapTrimmer: createHeapTrimmer({ log: ctx.log }),
+      heapTrimmer: ctx.heapTrimmer,
     });
     // Reported by `ctr plugins ls -d`, as containerd's content plugin does.
     ctx.meta.exports = { ...ctx.meta.exports, root: ctx.root };
