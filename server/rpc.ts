@@ -26,7 +26,7 @@
  * @example
  * ```ts
  * import http2 from "node:http2";
- * import { createRpcHandler, serviceSpec } from "./rpc.ts";
+ * import { createRpcHandler, GRPC_SERVER_OPTIONS, serviceSpec } from "./rpc.ts";
  * import { silentLogger } from "./log.ts";
  * import { Version } from "../proto/gen/containerd/services/version/v1/version_pb.ts";
  *
@@ -37,7 +37,7 @@
  *   maxSendMessageBytes: 16 << 20,
  *   log: silentLogger(),
  * });
- * const server = http2.createServer();
+ * const server = http2.createServer(GRPC_SERVER_OPTIONS);
  * rpc.attach(server);
  * ```
  * @module
@@ -188,6 +188,26 @@ const GRPC_WEB_CONTENT_TYPE = /^application\/grpc-web/i;
 /** Bytes queued from a streaming request before the stream is paused. */
 const QUEUE_HIGH_WATER = 1 << 20;
 const EMPTY = new Uint8Array(0);
+/**
+ * HTTP/2 flow-control windows the server grants: per stream, and per connection (set on each
+ * session). With the protocol's default 64 KiB a client uploading content stalls every 64 KiB
+ * until our WINDOW_UPDATE arrives; ctr writes 1 MiB per Write message and waits for its answer,
+ * so most of an ingest was spent waiting. Measured, `ctr content ingest` of 256 MiB (median of
+ * 5): 2.5 s with the defaults, 1.2 s with these windows, where containerd took 1.6 s (grpc-go
+ * grows its windows by bandwidth-delay estimation, up to 16 MiB).
+ */
+const STREAM_WINDOW_BYTES = 4 << 20;
+const CONNECTION_WINDOW_BYTES = 16 << 20;
+
+/**
+ * Options for `http2.createServer` of a gRPC listener: {@link RpcHandler.attach} serves it.
+ * The windows above; session memory sized so a full connection window may be buffered.
+ */
+export const GRPC_SERVER_OPTIONS: http2.ServerOptions = {
+  settings: { initialWindowSize: STREAM_WINDOW_BYTES },
+  maxSessionMemory: 2 * (CONNECTION_WINDOW_BYTES >> 20),
+};
+
 /** Longest delay setTimeout holds; longer ones overflow and fire after 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /**
@@ -648,6 +668,11 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
       server.on("stream", onStream);
       server.on("session", (session: http2.ServerHttp2Session) => {
         session.on("error", (err) => log.debug("http2 session error", { error: err }));
+        try {
+          session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
+        } catch (err) {
+          log.debug("cannot widen the HTTP/2 connection window", { error: err });
+        }
       });
       server.on("sessionError", (err: Error) => log.debug("http2 session error", { error: err }));
       server.on("error", (err: Error) => log.warn("http2 server error", { error: err }));

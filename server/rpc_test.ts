@@ -34,6 +34,7 @@ import {
   createRpcHandler,
   encodeEnvelope,
   encodeGrpcMessage,
+  GRPC_SERVER_OPTIONS,
   servesRpc,
   type ServiceSpec,
   serviceSpec,
@@ -239,7 +240,7 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
     log: silentLogger(),
     ...(options.heapTrimmer ? { heapTrimmer: options.heapTrimmer } : {}),
   });
-  const server = http2.createServer();
+  const server = http2.createServer(GRPC_SERVER_OPTIONS);
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
     sessions.add(s);
@@ -492,6 +493,28 @@ Deno.test("every finished RPC, on any protocol, is noted to the heap trimmer", a
   const calls = 3 * ALL_KINDS.length;
   assert.ok(noted >= calls * 1024, `${noted} bytes noted for ${calls} calls`);
   assert.equal(noted % calls, 0, "the same estimate per call");
+});
+
+Deno.test("the server grants wide flow-control windows, so uploads do not stall every 64 KiB", async () => {
+  await withServer(async (s) => {
+    const session = http2.connect("http://localhost", {
+      createConnection: () => connectUnix(s.socket),
+    });
+    try {
+      const settings = await new Promise<http2.Settings>((resolve) =>
+        session.once("remoteSettings", resolve)
+      );
+      assert.equal(settings.initialWindowSize, 4 << 20);
+      // The connection window arrives as a WINDOW_UPDATE right after the settings.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.ok(
+        (session.state.remoteWindowSize ?? 0) >= 16 << 20,
+        `connection window ${session.state.remoteWindowSize}`,
+      );
+    } finally {
+      session.destroy();
+    }
+  });
 });
 
 Deno.test("fast path: raw gRPC unary gets one envelope and grpc-status 0, interceptors run", async () => {

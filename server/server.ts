@@ -30,6 +30,7 @@ import {
 } from "./plugin.ts";
 import {
   createRpcHandler,
+  GRPC_SERVER_OPTIONS,
   type RpcHandler,
   servesRpc,
   type ServiceSpec,
@@ -246,7 +247,7 @@ export class Server {
       await listenUnix(ttrpcListener, ttrpcListen);
       ttrpcListening = true;
       log.info("serving...", { address: ttrpcListen.path });
-      const unixServer = http2.createServer();
+      const unixServer = http2.createServer(GRPC_SERVER_OPTIONS);
       rpc.attach(unixServer);
       await listenUnix(unixServer, {
         path: grpcAddress,
@@ -256,7 +257,7 @@ export class Server {
       grpcServers.push(unixServer);
       log.info("serving...", { address: grpcAddress });
       if (config.grpc.tcp_address) {
-        const tcpServer = http2.createServer();
+        const tcpServer = http2.createServer(GRPC_SERVER_OPTIONS);
         rpc.attach(tcpServer);
         const bound = await listenTcp(tcpServer, config.grpc.tcp_address);
         grpcServers.push(tcpServer);

@@ -16,7 +16,7 @@
  */
 import http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
-import { createRpcHandler, serviceSpec } from "../server/rpc.ts";
+import { createRpcHandler, GRPC_SERVER_OPTIONS, serviceSpec } from "../server/rpc.ts";
 import { contextInterceptor, errorInterceptor, namespaceOf } from "../server/interceptors.ts";
 import { closeServer, listenUnix } from "../server/listen.ts";
 import { createLogger } from "../server/log.ts";
@@ -57,7 +57,7 @@ const rpc = createRpcHandler({
   maxSendMessageBytes: 16 << 20,
   log,
 });
-const server = http2.createServer();
+const server = http2.createServer(GRPC_SERVER_OPTIONS);
 rpc.attach(server);
 await listenUnix(server, { path: socket, uid: Deno.uid() ?? 0, gid: Deno.gid() ?? 0 });
 console.log("ready");
