@@ -22,6 +22,7 @@ import {
   reapNamespace,
   sh,
   startDaemon,
+  tracedChild,
   uniqueNamespace,
 } from "./harness.ts";
 
@@ -124,6 +125,9 @@ Deno.test({
       config: `version = 2\n[debug]\n  address = "${work}/debug.sock"\n`,
     });
     try {
+      // The daemon is strace's child (the launcher execs the runtime in the same process).
+      const root = tracedChild(daemon.process.pid);
+      assert.ok(root !== undefined, "the traced daemon's pid");
       for (let i = 0; i < 3; i++) await ok(ctr(daemon.address, ["version"]));
       await ok(sh(makeTestImageTool() as string, [`${work}/img.tar`]), "make-test-image");
       await ok(ctr(daemon.address, ["images", "import", `${work}/img.tar`], { namespace }));
@@ -142,7 +146,6 @@ Deno.test({
       const status = await daemon.stop();
       assert.equal(status.code, 0, daemon.log());
       const trace = (await Deno.readTextFile(tracePath)).split("\n");
-      const root = Number(/^(\d+) /.exec(trace[0] ?? "")?.[1]);
       const tasks = sharedTableTasks(trace, root);
       assert.ok(tasks.size > 3, `the daemon's threads are found (${tasks.size})`);
       assert.ok(

@@ -163,7 +163,7 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
 }
 
 /** The first child process of `pid` (a tracer's tracee), from /proc; undefined when none. */
-function tracedChild(pid: number): number | undefined {
+export function tracedChild(pid: number): number | undefined {
   try {
     const children = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim();
     const first = Number(children.split(/\s+/)[0]);
