@@ -288,7 +288,13 @@ export class UnixSocketListener {
         conn.close();
         return;
       }
-      onSocket(new UnixSocket(conn, options));
+      const socket = new UnixSocket(conn, options);
+      try {
+        onSocket(socket);
+      } catch {
+        // A consumer that cannot take the connection drops it; accepting goes on.
+        socket.destroy();
+      }
     }
   }
 

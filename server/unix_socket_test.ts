@@ -127,3 +127,19 @@ Deno.test("node's HTTP/2 and HTTP/1.1 servers and HTTP/2 client run over these s
     await h1Listener.close();
   });
 });
+
+Deno.test("a callback that throws drops that connection; accepting goes on", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/s.sock`;
+    let calls = 0;
+    const listener = UnixSocketListener.listen(path, (socket) => {
+      if (++calls === 1) throw new Error("cannot take it");
+      socket.end("second");
+    });
+    const first = connectUnix(path);
+    first.on("error", () => {});
+    assert.equal(await readAll(first), "");
+    assert.equal(await readAll(connectUnix(path)), "second");
+    await listener.close();
+  });
+});
