@@ -65,8 +65,8 @@ export interface NamespaceStore {
   exists(name: string): boolean;
   /** The namespace's labels; empty for a namespace that does not exist (as containerd). */
   labels(name: string): Labels;
-  /** Every namespace name, sorted. */
-  list(): string[];
+  /** Every namespace with its labels, sorted by name (one read, however many there are). */
+  list(): NamespaceInfo[];
   /**
    * Set labels by field paths (`labels.<key>`, `labels`; none = replace all). An empty value
    * removes the label. Creates the namespace when missing, as containerd's SetLabel does.

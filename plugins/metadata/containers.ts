@@ -39,7 +39,7 @@ import { AnySchema } from "@bufbuild/protobuf/wkt";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../../server/errdefs.ts";
 import { type Adaptor, adaptRecord, parseAll } from "../../server/filters.ts";
 import type { Labels, MetadataStore, Tx } from "./api.ts";
-import { readLabels, withoutEmpty, writeLabels } from "./labels.ts";
+import { readLabels, readLabelsOf, withoutEmpty, writeLabels } from "./labels.ts";
 import { validateIdentifier, validateLabels } from "./validate.ts";
 
 /** The type URL of an OCI runtime spec as containerd's clients marshal it. */
@@ -186,11 +186,12 @@ function decodeExtensions(bytes: Uint8Array | null, id: string): Record<string, 
   }
 }
 
-function toContainer(tx: Tx, namespace: string, row: ContainerRow): Container {
+/** A container from its row; `labels` when the caller read them in bulk (List). */
+function toContainer(tx: Tx, namespace: string, row: ContainerRow, labels?: Labels): Container {
   const options = decodeAny(row.runtime_options);
   return {
     id: row.id,
-    labels: readLabels(tx, "container", [namespace, row.id]),
+    labels: labels ?? readLabels(tx, "container", [namespace, row.id]),
     image: row.image,
     runtime: options === undefined
       ? { name: row.runtime_name }
@@ -344,11 +345,12 @@ export class SqlContainerStore implements ContainerStore {
 
   list(namespace: string, filters: readonly string[] = []): Container[] {
     const filter = parseAll(filters);
-    return this.#md.view((tx) =>
-      tx.all<ContainerRow>(`${SELECT_CONTAINER} WHERE namespace = ? ORDER BY id`, namespace)
-        .map((row) => toContainer(tx, namespace, row))
-        .filter((container) => filter.match(containerAdaptor(container)))
-    );
+    return this.#md.view((tx) => {
+      const labels = readLabelsOf(tx, "container", [namespace]);
+      return tx.all<ContainerRow>(`${SELECT_CONTAINER} WHERE namespace = ? ORDER BY id`, namespace)
+        .map((row) => toContainer(tx, namespace, row, labels.get(row.id) ?? {}))
+        .filter((container) => filter.match(containerAdaptor(container)));
+    });
   }
 
   create(namespace: string, input: ContainerInput): Container {

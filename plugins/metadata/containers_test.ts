@@ -61,6 +61,11 @@ Deno.test("containers are created, read, listed by id and refused twice", () => 
     assert.equal(created.createdAt.getTime(), created.updatedAt.getTime());
     containers.create("default", container("a"));
     assert.deepEqual(containers.list("default").map((c) => c.id), ["a", "b"]);
+    // List reads labels in bulk: each container gets its own.
+    containers.create("third", container("b", { labels: { t: "3" } }));
+    assert.deepEqual(containers.list("default").map((c) => c.labels), [{}, { a: "1" }]);
+    assert.deepEqual(containers.list("default")[1], created);
+    assert.deepEqual(containers.list("third").map((c) => c.labels), [{ t: "3" }]);
     assert.deepEqual(containers.get("default", "b"), created);
     assert.deepEqual(containers.get("default", "a").runtime, { name: "io.containerd.runc.v2" });
     assert.deepEqual(containers.get("default", "a").extensions, {});

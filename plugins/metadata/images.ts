@@ -25,7 +25,7 @@
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../../server/errdefs.ts";
 import { type Adaptor, adaptRecord, parseAll } from "../../server/filters.ts";
 import type { Labels, MetadataStore, Tx } from "./api.ts";
-import { readLabels, withoutEmpty, writeLabels } from "./labels.ts";
+import { readLabels, readLabelsOf, withoutEmpty, writeLabels } from "./labels.ts";
 import { validateDigest, validateIdentifier, validateLabels } from "./validate.ts";
 
 /** A content descriptor as an image target (containerd.types.Descriptor). */
@@ -102,10 +102,11 @@ function parseAnnotations(text: string, name: string): Labels {
   }
 }
 
-function toImage(tx: Tx, namespace: string, row: ImageRow): Image {
+/** An image from its row; `labels` when the caller read them in bulk (List). */
+function toImage(tx: Tx, namespace: string, row: ImageRow, labels?: Labels): Image {
   return {
     name: row.name,
-    labels: readLabels(tx, "image", [namespace, row.name]),
+    labels: labels ?? readLabels(tx, "image", [namespace, row.name]),
     target: {
       mediaType: row.target_media_type,
       digest: row.target_digest,
@@ -187,11 +188,12 @@ export class SqlImageStore implements ImageStore {
 
   list(namespace: string, filters: readonly string[] = []): Image[] {
     const filter = parseAll(filters);
-    return this.#md.view((tx) =>
-      tx.all<ImageRow>(`${SELECT_IMAGE} WHERE namespace = ? ORDER BY name`, namespace)
-        .map((row) => toImage(tx, namespace, row))
-        .filter((image) => filter.match(imageAdaptor(image)))
-    );
+    return this.#md.view((tx) => {
+      const labels = readLabelsOf(tx, "image", [namespace]);
+      return tx.all<ImageRow>(`${SELECT_IMAGE} WHERE namespace = ? ORDER BY name`, namespace)
+        .map((row) => toImage(tx, namespace, row, labels.get(row.name) ?? {}))
+        .filter((image) => filter.match(imageAdaptor(image)));
+    });
   }
 
   create(namespace: string, input: ImageInput): Image {

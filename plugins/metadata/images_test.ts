@@ -36,6 +36,14 @@ Deno.test("images are created, read, listed by name and refused twice", () => {
       "docker.io/library/a:latest",
       "docker.io/library/b:latest",
     ]);
+    // List reads labels in bulk: each image gets its own, none gets another's.
+    images.create("other", {
+      name: "docker.io/library/b:latest",
+      labels: { o: "x" },
+      target: target(),
+    });
+    assert.deepEqual(images.list("default").map((i) => i.labels), [{}, { a: "1" }]);
+    assert.deepEqual(images.list("default")[1], created);
     assert.deepEqual(images.get("default", "docker.io/library/b:latest"), created);
     assert.ok(md.namespaces.exists("default"));
     assert.throws(
@@ -49,7 +57,10 @@ Deno.test("images are created, read, listed by name and refused twice", () => {
       (err: unknown) => err instanceof NotFoundError && err.message === 'image "nope": not found',
     );
     // Namespaces do not see each other's images.
-    assert.deepEqual(images.list("other"), []);
+    assert.deepEqual(images.list("third"), []);
+    assert.deepEqual(images.list("other").map((i) => [i.name, i.labels]), [
+      ["docker.io/library/b:latest", { o: "x" }],
+    ]);
     assert.throws(() => images.get("other", "docker.io/library/a:latest"), NotFoundError);
   } finally {
     md.close();

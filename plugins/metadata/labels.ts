@@ -53,6 +53,34 @@ export function readLabels(tx: Tx, kind: LabelKind, ids: readonly string[]): Lab
   return labels;
 }
 
+/**
+ * The labels of every object of `kind` whose leading key columns equal `prefix` (every key
+ * column but the last), by the last one: a List reads all labels in one query instead of one
+ * per object. Objects without labels are absent from the map.
+ */
+export function readLabelsOf(
+  tx: Tx,
+  kind: LabelKind,
+  prefix: readonly string[],
+): Map<string, Labels> {
+  const { table, keys } = LABEL_TABLES[kind];
+  checkIds(kind, [...prefix, ""], keys.length);
+  const last = keys[keys.length - 1]!;
+  const clause = keys.slice(0, -1).map((k) => `${k} = ?`).join(" AND ");
+  const rows = tx.all<{ id: string; key: string; value: string }>(
+    `SELECT ${last} AS id, key, value FROM ${table}${clause ? ` WHERE ${clause}` : ""} ` +
+      `ORDER BY ${last}, key`,
+    ...prefix,
+  );
+  const byObject = new Map<string, Labels>();
+  for (const row of rows) {
+    let labels = byObject.get(row.id);
+    if (labels === undefined) byObject.set(row.id, labels = {});
+    labels[row.key] = row.value;
+  }
+  return byObject;
+}
+
 /** Replace all labels of one object; entries with an empty value are not stored. */
 export function writeLabels(
   tx: Tx,

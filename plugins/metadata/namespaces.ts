@@ -12,7 +12,7 @@ import {
 } from "../../server/errdefs.ts";
 import type { Labels, NamespaceInfo, NamespaceStore, Tx } from "./api.ts";
 import type { SqliteDb } from "./db.ts";
-import { applyLabelPaths, readLabels, writeLabels } from "./labels.ts";
+import { applyLabelPaths, readLabels, readLabelsOf, writeLabels } from "./labels.ts";
 import { validateIdentifier, validateLabels } from "./validate.ts";
 
 /**
@@ -86,10 +86,12 @@ export class SqlNamespaceStore implements NamespaceStore {
     return this.#db.view((tx) => readLabels(tx, "namespace", [name]));
   }
 
-  list(): string[] {
-    return this.#db.view((tx) =>
-      tx.all<{ name: string }>("SELECT name FROM namespaces ORDER BY name").map((r) => r.name)
-    );
+  list(): NamespaceInfo[] {
+    return this.#db.view((tx) => {
+      const labels = readLabelsOf(tx, "namespace", []);
+      return tx.all<{ name: string }>("SELECT name FROM namespaces ORDER BY name")
+        .map(({ name }) => ({ name, labels: labels.get(name) ?? {} }));
+    });
   }
 
   update(name: string, labels: Labels, paths: readonly string[]): NamespaceInfo {

@@ -16,7 +16,12 @@ Deno.test("namespaces are created with labels, listed sorted, and refused twice"
       labels: { a: "1" },
     });
     md.namespaces.create("alpha");
-    assert.deepEqual(md.namespaces.list(), ["alpha", "zeta"]);
+    md.namespaces.create("mid", { z: "26", b: "2" });
+    assert.deepEqual(md.namespaces.list(), [
+      { name: "alpha", labels: {} },
+      { name: "mid", labels: { b: "2", z: "26" } },
+      { name: "zeta", labels: { a: "1" } },
+    ]);
     assert.deepEqual(md.namespaces.labels("zeta"), { a: "1" });
     assert.throws(
       () => md.namespaces.create("zeta"),
@@ -35,10 +40,10 @@ Deno.test("a missing namespace reads as one without labels and is not created by
   try {
     assert.deepEqual(md.namespaces.labels("ghost"), {});
     assert.equal(md.namespaces.exists("ghost"), false);
-    assert.deepEqual(md.namespaces.list(), []);
+    assert.deepEqual(md.namespaces.list().map((ns) => ns.name), []);
     assert.deepEqual(md.content({ namespace: "ghost" }).list([]), []);
     assert.deepEqual(md.leases.list("ghost"), []);
-    assert.deepEqual(md.namespaces.list(), []);
+    assert.deepEqual(md.namespaces.list().map((ns) => ns.name), []);
   } finally {
     md.close();
   }
@@ -70,7 +75,7 @@ Deno.test("writes in other stores create their namespace implicitly", async () =
   try {
     md.leases.create("from-lease", { id: "l" });
     await ingest(md.content({ namespace: "from-content" }), "ref", "data");
-    assert.deepEqual(md.namespaces.list(), ["from-content", "from-lease"]);
+    assert.deepEqual(md.namespaces.list().map((ns) => ns.name), ["from-content", "from-lease"]);
   } finally {
     md.close();
   }
@@ -102,7 +107,7 @@ Deno.test("a namespace holding objects cannot be deleted; the message lists what
     assert.throws(() => md.namespaces.delete("busy"), /still has blobs: failed precondition/);
     md.content({ namespace: "busy" }).delete(digest);
     md.namespaces.delete("busy");
-    assert.deepEqual(md.namespaces.list(), []);
+    assert.deepEqual(md.namespaces.list().map((ns) => ns.name), []);
   } finally {
     md.close();
   }

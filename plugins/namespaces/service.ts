@@ -54,9 +54,7 @@ export function namespacesService(deps: NamespacesServiceDeps): ServiceSpec {
     },
     list() {
       return create(ListNamespacesResponseSchema, {
-        namespaces: namespaces.list().map((name) =>
-          create(NamespaceSchema, { name, labels: namespaces.labels(name) })
-        ),
+        namespaces: namespaces.list().map((ns) => create(NamespaceSchema, ns)),
       });
     },
     create(request, ctx) {
