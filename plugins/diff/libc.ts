@@ -111,16 +111,46 @@ function cstr(s: string): Uint8Array<ArrayBuffer> {
   return b;
 }
 
+/** The calls that turn a failure into an {@link ErrnoError}. */
+interface ErrnoSymbols {
+  __errno_location(): Deno.PointerValue;
+  strerror(errno: number): Deno.PointerValue;
+}
+
+/** The ErrnoError of the call that just failed on this thread. */
+function lastError(s: ErrnoSymbols, call: string, path: string): ErrnoError {
+  const ptr = s.__errno_location();
+  const errno = ptr === null ? 0 : new Deno.UnsafePointerView(ptr).getInt32();
+  const msgPtr = s.strerror(errno);
+  const reason = msgPtr === null ? "error" : new Deno.UnsafePointerView(msgPtr).getCString();
+  return new ErrnoError(call, path, errno, reason);
+}
+
+/**
+ * Create a FIFO at `path` with permission bits `mode` (mknod with S_IFIFO). Binds only the
+ * three calls it needs: a full {@link openLibc} costs about 1 ms, paid per container start.
+ */
+export function makeFifo(path: string, mode: number): void {
+  const lib = Deno.dlopen("libc.so.6", {
+    mknod: SYMBOLS.mknod,
+    __errno_location: SYMBOLS.__errno_location,
+    strerror: SYMBOLS.strerror,
+  });
+  try {
+    if (lib.symbols.mknod(cstr(path), (S_IFIFO | mode) >>> 0, 0n) !== 0) {
+      throw lastError(lib.symbols, "mknod", path);
+    }
+  } finally {
+    lib.close();
+  }
+}
+
 /** Open libc and bind the calls. Throws when FFI is not permitted. */
 export function openLibc(): Libc {
   const lib = Deno.dlopen("libc.so.6", SYMBOLS);
   const s = lib.symbols;
   const fail = (call: string, path: string): never => {
-    const ptr = s.__errno_location();
-    const errno = ptr === null ? 0 : new Deno.UnsafePointerView(ptr).getInt32();
-    const msgPtr = s.strerror(errno);
-    const reason = msgPtr === null ? "error" : new Deno.UnsafePointerView(msgPtr).getCString();
-    throw new ErrnoError(call, path, errno, reason);
+    throw lastError(s, call, path);
   };
   let closed = false;
   const close = () => {

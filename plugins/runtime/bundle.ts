@@ -13,7 +13,7 @@
 import * as path from "node:path";
 import { validateIdentifier } from "../../server/interceptors.ts";
 import { unmountAll } from "../../server/mount.ts";
-import { openLibc, S_IFIFO } from "../diff/libc.ts";
+import { makeFifo } from "../diff/libc.ts";
 
 /** Where bundles live: the runtime plugin's state and root dirs. */
 export interface BundleRoots {
@@ -66,7 +66,8 @@ export async function createBundle(
     await Deno.mkdir(path.join(bundle.path, "rootfs"), { mode: 0o711 });
     await Deno.chmod(path.join(bundle.path, "rootfs"), 0o711);
     await Deno.writeFile(path.join(bundle.path, "config.json"), spec, { mode: 0o666 });
-    makeFifo(path.join(bundle.path, "log"));
+    // The shim's log pipe; Deno has no mkfifo.
+    makeFifo(path.join(bundle.path, "log"), 0o700);
   } catch (err) {
     await deleteBundle(bundle).catch(() => {});
     throw err;
@@ -77,12 +78,6 @@ export async function createBundle(
 /** The bundle of `id` in `namespace` as found on disk (no checks beyond the path rules). */
 export function loadBundle(roots: BundleRoots, namespace: string, id: string): Bundle {
   return locate(roots, namespace, id);
-}
-
-/** mkfifo through mknod(2): Deno has no mkfifo. */
-function makeFifo(fifoPath: string): void {
-  using libc = openLibc();
-  libc.mknod(fifoPath, S_IFIFO | 0o700, 0, 0);
 }
 
 /**
