@@ -49,7 +49,8 @@ export function sharedTableTasks(trace: readonly string[], root: number): Set<nu
   const pendingShares = new Map<number, boolean>();
   const edges: [number, number][] = [];
   for (const line of trace) {
-    const match = /^(\d+) (.*)$/.exec(line);
+    // strace pads the pid column: "7033  clone3(...)" as well as "18053 clone3(...)".
+    const match = /^(\d+)\s+(.*)$/.exec(line);
     if (!match) continue;
     const tid = Number(match[1]);
     const rest = match[2]!;
@@ -81,7 +82,7 @@ export function sharedTableTasks(trace: readonly string[], root: number): Set<nu
 /** Lines of `trace` where one of `tasks` got EBADF from close or close_range. */
 export function badCloses(trace: readonly string[], tasks: Set<number>): string[] {
   return trace.filter((line) => {
-    const match = /^(\d+) (close(_range)?\(|<\.\.\. close(_range)? resumed>).*= -1 EBADF/
+    const match = /^(\d+)\s+(close(_range)?\(|<\.\.\. close(_range)? resumed>).*= -1 EBADF/
       .exec(line);
     return match !== null && tasks.has(Number(match[1]));
   });
@@ -98,10 +99,12 @@ Deno.test("sharedTableTasks follows threads, not spawned processes; badCloses pi
     "100 close(9 <unfinished ...>",
     "100 <... close resumed>)             = -1 EBADF (Bad file descriptor)",
     "101 close(10)                        = 0",
+    "102  clone3({flags=CLONE_VM|CLONE_FILES|CLONE_THREAD}, 88) = 103", // padded pid column
+    "103  close(11)                       = -1 EBADF (Bad file descriptor)",
   ];
   const tasks = sharedTableTasks(trace, 100);
-  assert.deepEqual([...tasks].sort(), [100, 101, 102]);
-  assert.deepEqual(badCloses(trace, tasks).map((l) => l.split(" ")[0]), ["102", "100"]);
+  assert.deepEqual([...tasks].sort(), [100, 101, 102, 103]);
+  assert.deepEqual(badCloses(trace, tasks).map((l) => l.split(" ")[0]), ["102", "100", "103"]);
 });
 
 Deno.test({
@@ -149,7 +152,7 @@ Deno.test({
       const tasks = sharedTableTasks(trace, root);
       assert.ok(tasks.size > 3, `the daemon's threads are found (${tasks.size})`);
       assert.ok(
-        trace.some((l) => tasks.has(Number(l.split(" ")[0])) && / close\(\d+\)\s+= 0/.test(l)),
+        trace.some((l) => tasks.has(Number(l.split(" ")[0])) && /\sclose\(\d+\)\s+= 0/.test(l)),
         "the trace holds the daemon's closes",
       );
       assert.deepEqual(badCloses(trace, tasks), [], "closes answered EBADF");
