@@ -13,6 +13,16 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
+/** A full garbage collection, so freed buffers leave `external` before it is read. */
+async function fullGc(): Promise<() => void> {
+  const [{ default: v8 }, { default: vm }] = await Promise.all([
+    import("node:v8"),
+    import("node:vm"),
+  ]);
+  v8.setFlagsFromString("--expose-gc");
+  return vm.runInNewContext("gc") as () => void;
+}
+
 async function readAll(socket: UnixSocket): Promise<string> {
   const chunks: Uint8Array[] = [];
   for await (const chunk of socket) chunks.push(chunk as Uint8Array);
@@ -140,6 +150,29 @@ Deno.test("a callback that throws drops that connection; accepting goes on", asy
     first.on("error", () => {});
     assert.equal(await readAll(first), "");
     assert.equal(await readAll(connectUnix(path)), "second");
+    await listener.close();
+  });
+});
+
+Deno.test("a destroyed socket that stays referenced keeps no read buffer", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/s.sock`;
+    const listener = UnixSocketListener.listen(path, (socket) => socket.end());
+    // What node:http2 in Deno 2.9.3 does to every socket it served: keep it reachable.
+    const kept: UnixSocket[] = [];
+    const gc = await fullGc();
+    gc();
+    const before = Deno.memoryUsage().external;
+    for (let i = 0; i < 64; i++) {
+      const socket = connectUnix(path);
+      kept.push(socket);
+      await readAll(socket);
+      if (!socket.closed) await once(socket, "close");
+    }
+    gc();
+    const grown = Deno.memoryUsage().external - before;
+    // 64 read buffers would be 16 MiB.
+    assert.ok(grown < 4 << 20, `external memory grew by ${grown} bytes for ${kept.length} sockets`);
     await listener.close();
   });
 });
