@@ -190,7 +190,13 @@ export class NamespacedContentStore implements ScopedContentStore {
     digest: string,
     options: { offset?: number; size?: number; chunkSize?: number } = {},
   ): AsyncIterable<Uint8Array> {
-    this.info(digest);
+    // Existence only (no labels, no transaction): this runs once per 32 KiB ctr reads.
+    const found = this.#backend.db.readOne<{ found: number }>(
+      "SELECT 1 AS found FROM content WHERE namespace = ? AND digest = ?",
+      this.#ns,
+      digest,
+    );
+    if (!found) throw notFound(digest);
     yield* this.#backend.store.read(digest, options);
   }
 

@@ -189,3 +189,23 @@ Deno.test("foreign keys cascade labels and objects with their namespace", () => 
     db.close();
   }
 });
+
+Deno.test("readOne reads one row outside a transaction and sees what a transaction sees", () => {
+  const db = SqliteDb.open(":memory:");
+  try {
+    db.migrate(MIGRATIONS);
+    const sql = "SELECT name FROM namespaces WHERE name = ?";
+    assert.equal(db.readOne(sql, "x"), undefined);
+    db.update((tx) => tx.run("INSERT INTO namespaces(name, created_at) VALUES ('x', 1)"));
+    assert.deepEqual({ ...db.readOne<{ name: string }>(sql, "x") }, { name: "x" });
+    // Inside a write transaction it sees the transaction's own uncommitted rows.
+    db.update((tx) => {
+      tx.run("INSERT INTO namespaces(name, created_at) VALUES ('y', 1)");
+      assert.deepEqual({ ...db.readOne<{ name: string }>(sql, "y") }, { name: "y" });
+    });
+    db.close();
+    assert.throws(() => db.readOne(sql, "x"), /closed/);
+  } finally {
+    db.close();
+  }
+});
