@@ -189,6 +189,11 @@ export interface Tx {
   /** All rows. */
   all<T = Record<string, SqlValue>>(sql: string, ...params: SqlValue[]): T[];
   /**
+   * All rows as arrays of column values, in SELECT order: for large reads, where building an
+   * object per row costs more than the query (20k label rows: 24 ms as objects, 10 ms so).
+   */
+  values(sql: string, ...params: SqlValue[]): SqlValue[][];
+  /**
    * Record that something was deleted, so the scheduler collects soon. `store` names the
    * backing store whose bytes may now be unreferenced (`content` or `snapshotter/<name>`).
    */

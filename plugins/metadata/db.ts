@@ -61,6 +61,8 @@ interface Pending {
 export class SqliteDb {
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, StatementSync>();
+  /** Statements that return rows as arrays (Tx.values), cached apart from the others. */
+  readonly #arrayStatements = new Map<string, StatementSync>();
   readonly #onCommit: ((report: CommitReport) => void) | undefined;
   /** Set while a transaction runs; nested calls join it. */
   #pending: Pending | undefined;
@@ -211,6 +213,7 @@ export class SqliteDb {
     if (this.#closed) return;
     this.#closed = true;
     this.#statements.clear();
+    this.#arrayStatements.clear();
     this.#db.close();
   }
 
@@ -245,12 +248,29 @@ export class SqliteDb {
     return statement;
   }
 
+  #values(sql: string, params: SqlValue[]): SqlValue[][] {
+    let statement = this.#arrayStatements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      // Present in the pinned runtime's node:sqlite, missing from its type declarations.
+      const arrays = statement as StatementSync & { setReturnArrays?: (on: boolean) => void };
+      arrays.setReturnArrays?.(true);
+      this.#arrayStatements.set(sql, statement);
+    }
+    const rows = statement.all(...params) as unknown[];
+    // Without setReturnArrays the rows are objects with the columns in SELECT order.
+    return rows.map((row) =>
+      Array.isArray(row) ? row as SqlValue[] : Object.values(row as Record<string, SqlValue>)
+    );
+  }
+
   #tx(pending: Pending): Tx {
     return {
       run: (sql, ...params) => Number(this.#statement(sql).run(...params).changes),
       get: <T>(sql: string, ...params: SqlValue[]) =>
         this.#statement(sql).get(...params) as T | undefined,
       all: <T>(sql: string, ...params: SqlValue[]) => this.#statement(sql).all(...params) as T[],
+      values: (sql: string, ...params: SqlValue[]) => this.#values(sql, params),
       dirty: (store?: string) => {
         pending.deletions++;
         if (store !== undefined) pending.stores.add(store);

@@ -209,3 +209,24 @@ Deno.test("readOne reads one row outside a transaction and sees what a transacti
     db.close();
   }
 });
+
+Deno.test("Tx.values returns rows as arrays in SELECT order", () => {
+  const db = SqliteDb.open(":memory:");
+  try {
+    db.migrate(MIGRATIONS);
+    db.update((tx) => {
+      tx.run("INSERT INTO namespaces(name, created_at) VALUES ('b', 2), ('a', 1)");
+      assert.deepEqual(
+        tx.values("SELECT created_at, name FROM namespaces ORDER BY name").map((r) => [...r]),
+        [[1, "a"], [2, "b"]],
+      );
+      // The same SQL through all() still gives objects.
+      assert.deepEqual(
+        tx.all("SELECT created_at, name FROM namespaces ORDER BY name").map((r) => ({ ...r })),
+        [{ created_at: 1, name: "a" }, { created_at: 2, name: "b" }],
+      );
+    });
+  } finally {
+    db.close();
+  }
+});

@@ -67,16 +67,16 @@ export function readLabelsOf(
   checkIds(kind, [...prefix, ""], keys.length);
   const last = keys[keys.length - 1]!;
   const clause = keys.slice(0, -1).map((k) => `${k} = ?`).join(" AND ");
-  const rows = tx.all<{ id: string; key: string; value: string }>(
-    `SELECT ${last} AS id, key, value FROM ${table}${clause ? ` WHERE ${clause}` : ""} ` +
+  const rows = tx.values(
+    `SELECT ${last}, key, value FROM ${table}${clause ? ` WHERE ${clause}` : ""} ` +
       `ORDER BY ${last}, key`,
     ...prefix,
   );
   const byObject = new Map<string, Labels>();
-  for (const row of rows) {
-    let labels = byObject.get(row.id);
-    if (labels === undefined) byObject.set(row.id, labels = {});
-    labels[row.key] = row.value;
+  for (const [id, key, value] of rows as [string, string, string][]) {
+    let labels = byObject.get(id);
+    if (labels === undefined) byObject.set(id, labels = {});
+    labels[key] = value;
   }
   return byObject;
 }
