@@ -13,6 +13,7 @@
  * ```
  * @module
  */
+import { directMountPlan, type MountSyscalls, openMountSyscalls } from "./mount_syscall.ts";
 
 /** One line of /proc/self/mountinfo, the parts this project uses. */
 export interface MountInfo {
@@ -205,8 +206,24 @@ function describe(m: MountSpec): string {
   return `${m.type} mount of ${m.source}`;
 }
 
-/** Perform one mount with util-linux `mount`. */
-async function mountOne(m: MountSpec, target: string): Promise<void> {
+/**
+ * Perform one mount: with one mount(2) call when `calls` are bound and the mount needs no
+ * mount(8) logic (mount_syscall.ts), else, or when that call fails, with util-linux `mount`.
+ */
+async function mountOne(
+  m: MountSpec,
+  target: string,
+  calls: MountSyscalls | undefined,
+): Promise<void> {
+  const plan = calls ? directMountPlan(m) : undefined;
+  if (calls && plan) {
+    try {
+      calls.mount(m.source, target, plan);
+      return;
+    } catch {
+      // util-linux below tries again and reports in mount(8)'s words.
+    }
+  }
   let options = [...m.options];
   let cwd: string | undefined;
   if (m.type === "overlay") ({ options, cwd } = compactOverlay(options));
@@ -233,9 +250,10 @@ async function mountOne(m: MountSpec, target: string): Promise<void> {
  */
 export async function mountAll(mounts: readonly MountSpec[], target: string): Promise<void> {
   let mounted = 0;
+  const calls = openMountSyscalls();
   try {
     for (const m of mounts) {
-      await mountOne(m, target);
+      await mountOne(m, target, calls);
       mounted++;
     }
   } catch (err) {
@@ -243,6 +261,8 @@ export async function mountAll(mounts: readonly MountSpec[], target: string): Pr
       if (!(await run("umount", [target])).ok) break;
     }
     throw err;
+  } finally {
+    calls?.close();
   }
 }
 
@@ -259,22 +279,46 @@ export async function isMounted(target: string): Promise<boolean> {
  */
 export async function unmountAll(target: string): Promise<void> {
   let lastReason = "";
-  for (let attempt = 0; attempt < 64; attempt++) {
-    const mounts = await readMounts();
-    const below = mountsUnder(mounts, target);
-    const points = mounts.some((m) => m.mountPoint === target) ? [target] : below;
-    if (points.length === 0) return;
-    for (const point of points) {
-      const done = await run("umount", ["-R", point]);
-      if (!done.ok) {
-        lastReason = done.reason;
-        const lazy = await run("umount", ["-l", "-R", point]);
-        if (!lazy.ok) lastReason = lazy.reason;
+  const calls = openMountSyscalls();
+  try {
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const mounts = await readMounts();
+      const below = mountsUnder(mounts, target);
+      const points = mounts.some((m) => m.mountPoint === target) ? [target] : below;
+      if (points.length === 0) return;
+      if (calls && unmountDirect(calls, mounts, target)) continue;
+      for (const point of points) {
+        const done = await run("umount", ["-R", point]);
+        if (!done.ok) {
+          lastReason = done.reason;
+          const lazy = await run("umount", ["-l", "-R", point]);
+          if (!lazy.ok) lastReason = lazy.reason;
+        }
       }
     }
+  } finally {
+    calls?.close();
   }
   if (await isMounted(target)) {
     throw new MountError(`unmount ${target}: still mounted after retries: ${lastReason}`);
+  }
+}
+
+/**
+ * Unmount everything at or below `point` in `mounts` with umount2(2), the deepest and the most
+ * recent first (what `umount -R` does). False at the first failure (busy, say): util-linux
+ * then takes over, with its lazy detach.
+ */
+function unmountDirect(calls: MountSyscalls, mounts: readonly MountInfo[], point: string): boolean {
+  const order = mounts
+    .map((m, index) => ({ path: m.mountPoint, index }))
+    .filter(({ path }) => path === point || path.startsWith(`${point}/`))
+    .sort((a, b) => b.path.length - a.path.length || b.index - a.index);
+  try {
+    for (const { path } of order) calls.unmount(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 
