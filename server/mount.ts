@@ -13,7 +13,13 @@
  * ```
  * @module
  */
-import { directMountPlan, type MountSyscalls, openMountSyscalls } from "./mount_syscall.ts";
+import {
+  directMountPlan,
+  isBindMount,
+  MOUNT_DATA_LIMIT,
+  type MountSyscalls,
+  openMountSyscalls,
+} from "./mount_syscall.ts";
 
 /** One line of /proc/self/mountinfo, the parts this project uses. */
 export interface MountInfo {
@@ -144,12 +150,6 @@ export class MountError extends Error {
   }
 }
 
-/**
- * The size of the kernel's buffer for mount data (one page); longer overlay option strings are
- * refused, so {@link mountAll} shortens lowerdir lists that would not fit.
- */
-const MOUNT_DATA_LIMIT = 4096;
-
 async function run(
   command: string,
   args: string[],
@@ -198,10 +198,6 @@ function compactOverlay(options: readonly string[]): { options: string[]; cwd?: 
   return { options: out, cwd: common };
 }
 
-function isBind(m: MountSpec): boolean {
-  return m.type === "bind" || m.options.includes("bind") || m.options.includes("rbind");
-}
-
 function describe(m: MountSpec): string {
   return `${m.type} mount of ${m.source}`;
 }
@@ -227,12 +223,12 @@ async function mountOne(
   let options = [...m.options];
   let cwd: string | undefined;
   if (m.type === "overlay") ({ options, cwd } = compactOverlay(options));
-  const args = isBind(m) ? [] : ["-t", m.type];
+  const args = isBindMount(m) ? [] : ["-t", m.type];
   if (options.length > 0) args.push("-o", options.join(","));
   args.push(m.source, target);
   const done = await run("mount", args, cwd);
   if (!done.ok) throw new MountError(`${describe(m)} on ${target} failed: ${done.reason}`);
-  if (isBind(m) && m.options.includes("ro")) {
+  if (isBindMount(m) && m.options.includes("ro")) {
     // Make sure the bind is read-only even where mount(8) does not remount it by itself.
     const remount = await run("mount", ["-o", "remount,bind,ro", target]);
     if (!remount.ok) {
@@ -279,13 +275,16 @@ export async function isMounted(target: string): Promise<boolean> {
  */
 export async function unmountAll(target: string): Promise<void> {
   let lastReason = "";
-  const calls = openMountSyscalls();
+  // Bound only once something is mounted: most callers (every task's bundle removal) find
+  // nothing, and binding libc costs more than reading the mount table.
+  let calls: MountSyscalls | undefined | null = null;
   try {
     for (let attempt = 0; attempt < 64; attempt++) {
       const mounts = await readMounts();
       const below = mountsUnder(mounts, target);
       const points = mounts.some((m) => m.mountPoint === target) ? [target] : below;
       if (points.length === 0) return;
+      if (calls === null) calls = openMountSyscalls();
       if (calls && unmountDirect(calls, mounts, target)) continue;
       for (const point of points) {
         const done = await run("umount", ["-R", point]);

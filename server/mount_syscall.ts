@@ -24,8 +24,11 @@
 
 const MS_BIND = 0x1000;
 const MS_REC = 0x4000;
-/** The kernel copies at most one page of mount data. */
-const MOUNT_DATA_LIMIT = 4096;
+/**
+ * The size of the kernel's buffer for mount data (one page): longer option strings are
+ * refused. mount.ts shortens lowerdir lists that would not fit.
+ */
+export const MOUNT_DATA_LIMIT = 4096;
 
 /** What mount(2) gets for a mount that needs no mount(8) logic. */
 export interface DirectMount {
@@ -44,14 +47,18 @@ export interface MountRequest {
   options: readonly string[];
 }
 
+/** A bind mount: type `bind`, or a `bind`/`rbind` option (made without a filesystem type). */
+export function isBindMount(m: MountRequest): boolean {
+  return m.type === "bind" || m.options.includes("bind") || m.options.includes("rbind");
+}
+
 /**
  * How to perform `m` with one mount(2) call, or undefined when mount(8) must: an overlay whose
  * options are all `key=value` and fit in a page, or a bind whose options are only `bind`,
  * `rbind` and `rw`.
  */
 export function directMountPlan(m: MountRequest): DirectMount | undefined {
-  const bind = m.type === "bind" || m.options.includes("bind") || m.options.includes("rbind");
-  if (bind) {
+  if (isBindMount(m)) {
     if (!m.options.every((o) => o === "bind" || o === "rbind" || o === "rw")) return undefined;
     return { fstype: "", flags: MS_BIND | (m.options.includes("rbind") ? MS_REC : 0), data: "" };
   }
