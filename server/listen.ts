@@ -28,8 +28,10 @@
  */
 import type * as http2 from "node:http2";
 import type * as net from "node:net";
+import type { EventEmitter } from "node:events";
 import * as path from "node:path";
 import { AddressInUseError, splitHostPort } from "./http_listen.ts";
+import { H2Server } from "./h2_server.ts";
 import { UnixSocketListener } from "./unix_socket.ts";
 
 /**
@@ -64,14 +66,32 @@ const MAX_SOCKET_PATH_BYTES = 107;
 
 /** Connections, HTTP/2 sessions and unix listeners of a server, for closeServer. */
 interface Tracked {
-  readonly sockets: Set<net.Socket>;
-  readonly sessions: Set<http2.Http2Session>;
+  readonly sockets: Set<TrackedConnection>;
+  readonly sessions: Set<TrackedSession>;
   readonly listeners: Set<UnixSocketListener>;
   /** Called each time the last open connection closes. */
   readonly onIdle: Set<() => void>;
 }
 
-type AnyServer = net.Server | http2.Http2Server;
+/**
+ * Servers this module listens for: the daemon's {@link H2Server} (unix sockets; it takes
+ * Deno's connections directly) and node servers (which receive `connection` events).
+ */
+type AnyServer = net.Server | http2.Http2Server | H2Server;
+
+/** What tracking needs of a connection: node sockets and H2 sessions both have it. */
+interface TrackedConnection {
+  once(event: "close", listener: () => void): unknown;
+  end(): void;
+  destroy(): void;
+}
+
+/** What tracking needs of an HTTP/2 session (node's or the daemon's). */
+interface TrackedSession {
+  once(event: "close", listener: () => void): unknown;
+  close(): void;
+  destroy(): void;
+}
 
 /** Per-server tracking lives on the server object itself, never in module state. */
 const TRACKED = Symbol("containerd-ts.listen.tracked");
@@ -86,14 +106,16 @@ function track(server: AnyServer): Tracked {
     listeners: new Set(),
     onIdle: new Set(),
   };
-  server.on("connection", (socket: net.Socket) => {
+  // Every server kind is an EventEmitter; its typed overloads do not unite.
+  const emitter = server as EventEmitter;
+  emitter.on("connection", (socket: TrackedConnection) => {
     tracked.sockets.add(socket);
     socket.once("close", () => {
       tracked.sockets.delete(socket);
       if (tracked.sockets.size === 0) { for (const idle of tracked.onIdle) idle(); }
     });
   });
-  server.on("session", (session: http2.Http2Session) => {
+  emitter.on("session", (session: TrackedSession) => {
     tracked.sessions.add(session);
     session.once("close", () => tracked.sessions.delete(session));
   });
@@ -127,7 +149,9 @@ export async function listenUnix(server: AnyServer, options: UnixListenOptions):
   const tracked = track(server);
   let listener: UnixSocketListener;
   try {
-    listener = UnixSocketListener.listen(socketPath, (socket) => server.emit("connection", socket));
+    listener = server instanceof H2Server
+      ? UnixSocketListener.listenConns(socketPath, (conn) => server.serve(conn))
+      : UnixSocketListener.listen(socketPath, (socket) => server.emit("connection", socket));
   } catch (err) {
     throw new Error(`listen on ${socketPath}: ${messageOf(err)}`, { cause: err });
   }
@@ -188,7 +212,7 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
 
 /** host:port → listen; returns the bound address. */
 export async function listenTcp(
-  server: AnyServer,
+  server: net.Server | http2.Http2Server,
   address: string,
 ): Promise<{ host: string; port: number }> {
   const { host, port } = splitHostPort(address);
@@ -204,7 +228,10 @@ export async function listenTcp(
   return { host: bound.address, port: bound.port };
 }
 
-function listenOn(server: AnyServer, start: (done: () => void) => void): Promise<void> {
+function listenOn(
+  server: net.Server | http2.Http2Server,
+  start: (done: () => void) => void,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once("error", onError);
@@ -266,7 +293,7 @@ export async function stopAccepting(server: AnyServer): Promise<void> {
   const tracked = (server as AnyServer & { [TRACKED]?: Tracked })[TRACKED];
   const unix = [...tracked?.listeners ?? []].map((listener) => listener.close().catch(() => {}));
   tracked?.listeners.clear();
-  const tcp = server.listening
+  const tcp = !(server instanceof H2Server) && server.listening
     ? new Promise<void>((resolve) => {
       try {
         server.close(() => resolve());

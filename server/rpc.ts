@@ -76,6 +76,7 @@ import {
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { compressionGzip } from "@connectrpc/connect-node";
+import { type H2RespondOptions, H2Server, type H2ServerOptions } from "./h2_server.ts";
 import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type { Logger } from "./log.ts";
 import type { TtrpcServiceImpl } from "./ttrpc.ts";
@@ -161,10 +162,39 @@ export interface RpcHandlerOptions {
   heapTrimmer?: HeapTrimmer;
 }
 
+/**
+ * The part of a server stream this module uses. The daemon's {@link H2Server} streams and
+ * node:http2's `ServerHttp2Stream` both have it, so the same handler serves either server.
+ */
+export interface RpcStream {
+  readonly headersSent: boolean;
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+  respond(headers: NodeHeaders, options?: H2RespondOptions): void;
+  write(chunk: Uint8Array): boolean;
+  end(chunk?: Uint8Array): void;
+  sendTrailers(headers: NodeHeaders): void;
+  close(code?: number): void;
+  destroy(): void;
+  pause(): unknown;
+  resume(): unknown;
+  isPaused(): boolean;
+  on(event: "data", listener: (chunk: Buffer) => void): unknown;
+  on(event: "error", listener: (err: Error) => void): unknown;
+  on(event: "end" | "close" | "drain" | "wantTrailers", listener: () => void): unknown;
+  once(event: "data", listener: (chunk: Buffer) => void): unknown;
+  once(event: "error", listener: (err: Error) => void): unknown;
+  once(event: "end" | "close" | "drain" | "wantTrailers", listener: () => void): unknown;
+  off(event: "end" | "close" | "drain" | "wantTrailers", listener: () => void): unknown;
+}
+
 /** The RPC side of the gRPC listeners: attach it to servers, count and drain RPCs. */
 export interface RpcHandler {
-  /** Attach to an http2 server (createServer from node:http2): handles every stream. */
-  attach(server: http2.Http2Server): void;
+  /**
+   * Attach to a server: the daemon's {@link H2Server}, or a node:http2 server (createServer;
+   * the TCP listener). Handles every stream.
+   */
+  attach(server: H2Server | http2.Http2Server): void;
   /** RPCs currently running (debug vars, graceful shutdown). */
   readonly inFlight: number;
   /** Resolves when inFlight reaches 0 (or the signal aborts). */
@@ -198,6 +228,12 @@ const EMPTY = new Uint8Array(0);
  */
 const STREAM_WINDOW_BYTES = 4 << 20;
 const CONNECTION_WINDOW_BYTES = 16 << 20;
+
+/** Options of the {@link H2Server} of a gRPC listener: the windows above. */
+export const GRPC_H2_OPTIONS: H2ServerOptions = {
+  streamWindowBytes: STREAM_WINDOW_BYTES,
+  connectionWindowBytes: CONNECTION_WINDOW_BYTES,
+};
 
 /**
  * Options for `http2.createServer` of a gRPC listener: {@link RpcHandler.attach} serves it.
@@ -263,7 +299,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
    * Count an RPC from its stream's arrival until both the stream closed and every hold taken
    * on it (the running implementation, the response writer) was released.
    */
-  const begin = (stream: http2.ServerHttp2Stream): Hold => {
+  const begin = (stream: RpcStream): Hold => {
     inFlight++;
     let pending = 1;
     const release = () => {
@@ -284,7 +320,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
     };
   };
 
-  const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+  const onStream = (stream: RpcStream, headers: http2.IncomingHttpHeaders) => {
     const hold = begin(stream);
     stream.on("error", (err) => log.debug("rpc stream error", { error: err }));
     try {
@@ -296,7 +332,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
   };
 
   const route = (
-    stream: http2.ServerHttp2Stream,
+    stream: RpcStream,
     headers: http2.IncomingHttpHeaders,
     hold: Hold,
   ): void => {
@@ -349,7 +385,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
    * response message are trailers-only responses.
    */
   const serveFast = (
-    stream: http2.ServerHttp2Stream,
+    stream: RpcStream,
     headers: http2.IncomingHttpHeaders,
     path: string,
     fm: FastMethod,
@@ -521,7 +557,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
 
   /** The router path: a stream-API adapter to Connect's universal handlers. */
   const serveUniversal = (
-    stream: http2.ServerHttp2Stream,
+    stream: RpcStream,
     headers: http2.IncomingHttpHeaders,
     handler: UniversalHandler,
     hold: Hold,
@@ -602,7 +638,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
 
   /** Write a universal response: headers, body chunks with backpressure, then trailers. */
   const writeUniversal = async (
-    stream: http2.ServerHttp2Stream,
+    stream: RpcStream,
     response: UniversalServerResponse,
     method: DescMethod,
     requestEnded: () => boolean,
@@ -664,7 +700,12 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
   };
 
   return {
-    attach(server: http2.Http2Server): void {
+    attach(server: H2Server | http2.Http2Server): void {
+      if (server instanceof H2Server) {
+        server.on("stream", onStream);
+        server.on("sessionError", (err: Error) => log.warn("http2 session failed", { error: err }));
+        return;
+      }
       server.on("stream", onStream);
       server.on("session", (session: http2.ServerHttp2Session) => {
         session.on("error", (err) => log.debug("http2 session error", { error: err }));
@@ -959,7 +1000,7 @@ function errorFor(err: unknown): ConnectError {
  * and a percent-encoded grpc-message (plus headers and trailers the handler set).
  */
 function sendTrailersOnly(
-  stream: http2.ServerHttp2Stream,
+  stream: RpcStream,
   error: ConnectError,
   contentType: string,
   context?: HandlerContext,
@@ -987,9 +1028,9 @@ function grpcStatusHeaders(error: ConnectError): Headers {
 
 /** Respond unless the stream is gone; a client that left is not an error. */
 function respondSafely(
-  stream: http2.ServerHttp2Stream,
+  stream: RpcStream,
   headers: NodeHeaders,
-  options: http2.ServerStreamResponseOptions,
+  options: H2RespondOptions,
   body?: Uint8Array,
 ): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return;
@@ -1002,7 +1043,7 @@ function respondSafely(
 }
 
 /** Read and drop the rest of a request we already answered. */
-function discardRequest(stream: http2.ServerHttp2Stream): void {
+function discardRequest(stream: RpcStream): void {
   stream.on("data", () => {});
 }
 
@@ -1010,7 +1051,7 @@ function discardRequest(stream: http2.ServerHttp2Stream): void {
  * After answering before the request ended, reset the stream with NO_ERROR so the client
  * stops sending (as grpc-go and connect-node do) — after the frames already queued went out.
  */
-function closeAfterResponse(stream: http2.ServerHttp2Stream): void {
+function closeAfterResponse(stream: RpcStream): void {
   setImmediate(() => {
     if (!stream.destroyed && !stream.closed) {
       try {
@@ -1023,7 +1064,7 @@ function closeAfterResponse(stream: http2.ServerHttp2Stream): void {
 }
 
 /** Wait until a stream can take more data or is gone. */
-function drained(stream: http2.ServerHttp2Stream): Promise<void> {
+function drained(stream: RpcStream): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       stream.off("drain", done);
@@ -1060,7 +1101,7 @@ function singleChunk(body: Uint8Array): AsyncIterable<Uint8Array> {
  * paused while more than {@link QUEUE_HIGH_WATER} bytes wait, so a fast client cannot fill
  * memory. A reset stream ends the iterable with Canceled.
  */
-function queuedBody(stream: http2.ServerHttp2Stream): AsyncIterable<Uint8Array> {
+function queuedBody(stream: RpcStream): AsyncIterable<Uint8Array> {
   const queue: Buffer[] = [];
   let queued = 0;
   let ended = false;

@@ -34,6 +34,7 @@ import {
   createRpcHandler,
   encodeEnvelope,
   encodeGrpcMessage,
+  GRPC_H2_OPTIONS,
   GRPC_SERVER_OPTIONS,
   servesRpc,
   type ServiceSpec,
@@ -41,6 +42,7 @@ import {
 } from "./rpc.ts";
 import { contextInterceptor, errorInterceptor, namespaceKey, namespaceOf } from "./interceptors.ts";
 import { NotFoundError } from "./errdefs.ts";
+import { H2Server } from "./h2_server.ts";
 import { silentLogger } from "./log.ts";
 import {
   Version,
@@ -213,10 +215,16 @@ interface TestServer {
   close(): Promise<void>;
 }
 
+/** The daemon's unix-socket server, or node:http2 (what its TCP listener uses). */
+type ServerKind = "h2" | "node";
+const SERVER_KINDS: ServerKind[] = ["h2", "node"];
+
 interface ServerOptions {
   /** Message size limit both ways. Default LIMIT. */
   limit?: number;
   heapTrimmer?: HeapTrimmer;
+  /** Which HTTP/2 server the handler is attached to. Default "h2". */
+  on?: ServerKind;
 }
 
 async function startServer(options: ServerOptions = {}): Promise<TestServer> {
@@ -240,14 +248,25 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
     log: silentLogger(),
     ...(options.heapTrimmer ? { heapTrimmer: options.heapTrimmer } : {}),
   });
-  const server = http2.createServer(GRPC_SERVER_OPTIONS);
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s) => {
-    sessions.add(s);
-    s.once("close", () => sessions.delete(s));
-  });
-  rpc.attach(server);
-  const listener = UnixSocketListener.listen(socket, (s) => server.emit("connection", s));
+  const sessions = new Set<{ once(e: "close", f: () => void): unknown; destroy(): void }>();
+  let listener: UnixSocketListener;
+  if ((options.on ?? "h2") === "h2") {
+    const server = new H2Server(GRPC_H2_OPTIONS);
+    rpc.attach(server);
+    listener = UnixSocketListener.listenConns(socket, (conn) => {
+      const session = server.serve(conn);
+      sessions.add(session);
+      session.once("close", () => sessions.delete(session));
+    });
+  } else {
+    const server = http2.createServer(GRPC_SERVER_OPTIONS);
+    server.on("session", (s) => {
+      sessions.add(s);
+      s.once("close", () => sessions.delete(s));
+    });
+    rpc.attach(server);
+    listener = UnixSocketListener.listen(socket, (s) => server.emit("connection", s));
+  }
   return {
     socket,
     dir,
@@ -460,23 +479,25 @@ Deno.test("encodeEnvelope gives the bytes of toBinary in a gRPC envelope", () =>
   }
 });
 
-Deno.test("unary calls succeed on every protocol, interceptors see the namespace", async () => {
-  await withServer(async (s) => {
-    for (const kind of ALL_KINDS) {
-      await withClient(s, kind, async (t) => {
-        const client = createClient(Version, t);
-        const res = await client.version({}, { headers: { "containerd-namespace": "default" } });
-        assert.equal(res.version, "1.6.20-test", kind);
-        assert.equal(res.revision, "default", kind);
-        const health = createClient(Health, t);
-        const h = await health.check({ service: "ns" }, {
-          headers: { "containerd-namespace": "abcd" },
+Deno.test("unary calls succeed on every protocol and both servers, interceptors see the namespace", async () => {
+  for (const on of SERVER_KINDS) {
+    await withServer(async (s) => {
+      for (const kind of ALL_KINDS) {
+        await withClient(s, kind, async (t) => {
+          const client = createClient(Version, t);
+          const res = await client.version({}, { headers: { "containerd-namespace": "default" } });
+          assert.equal(res.version, "1.6.20-test", kind);
+          assert.equal(res.revision, "default", kind);
+          const health = createClient(Health, t);
+          const h = await health.check({ service: "ns" }, {
+            headers: { "containerd-namespace": "abcd" },
+          });
+          assert.equal(h.status, 4, kind);
         });
-        assert.equal(h.status, 4, kind);
-      });
-    }
-    assert.equal(s.rpc.inFlight, 0);
-  });
+      }
+      assert.equal(s.rpc.inFlight, 0);
+    }, { on });
+  }
 });
 
 Deno.test("every finished RPC, on any protocol, is noted to the heap trimmer", async () => {
@@ -495,26 +516,28 @@ Deno.test("every finished RPC, on any protocol, is noted to the heap trimmer", a
   assert.equal(noted % calls, 0, "the same estimate per call");
 });
 
-Deno.test("the server grants wide flow-control windows, so uploads do not stall every 64 KiB", async () => {
-  await withServer(async (s) => {
-    const session = http2.connect("http://localhost", {
-      createConnection: () => connectUnix(s.socket),
-    });
-    try {
-      const settings = await new Promise<http2.Settings>((resolve) =>
-        session.once("remoteSettings", resolve)
-      );
-      assert.equal(settings.initialWindowSize, 4 << 20);
-      // The connection window arrives as a WINDOW_UPDATE right after the settings.
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.ok(
-        (session.state.remoteWindowSize ?? 0) >= 16 << 20,
-        `connection window ${session.state.remoteWindowSize}`,
-      );
-    } finally {
-      session.destroy();
-    }
-  });
+Deno.test("both servers grant wide flow-control windows, so uploads do not stall every 64 KiB", async () => {
+  for (const on of SERVER_KINDS) {
+    await withServer(async (s) => {
+      const session = http2.connect("http://localhost", {
+        createConnection: () => connectUnix(s.socket),
+      });
+      try {
+        const settings = await new Promise<http2.Settings>((resolve) =>
+          session.once("remoteSettings", resolve)
+        );
+        assert.equal(settings.initialWindowSize, 4 << 20);
+        // The connection window arrives as a WINDOW_UPDATE right after the settings.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.ok(
+          (session.state.remoteWindowSize ?? 0) >= 16 << 20,
+          `connection window ${session.state.remoteWindowSize}`,
+        );
+      } finally {
+        session.destroy();
+      }
+    }, { on });
+  }
 });
 
 Deno.test("fast path: raw gRPC unary gets one envelope and grpc-status 0, interceptors run", async () => {
@@ -577,26 +600,28 @@ Deno.test("typed errors keep code and message on fast path and router path", asy
   });
 });
 
-Deno.test("server streaming works on every protocol; errors mid-stream keep their code", async () => {
-  await withServer(async (s) => {
-    for (const kind of ALL_KINDS) {
-      await withClient(s, kind, async (t) => {
-        const health = createClient(Health, t);
-        const got: number[] = [];
-        for await (const m of health.watch({ service: "three" })) got.push(m.status);
-        assert.deepEqual(got, [1, 2, 1], kind);
-        const seen: number[] = [];
-        await rejectsWith(
-          (async () => {
-            for await (const m of health.watch({ service: "fail" })) seen.push(m.status);
-          })(),
-          Code.NotFound,
-          /^watched thing: not found$/,
-        );
-        assert.deepEqual(seen, [1], kind);
-      });
-    }
-  });
+Deno.test("server streaming works on every protocol and both servers; errors mid-stream keep their code", async () => {
+  for (const on of SERVER_KINDS) {
+    await withServer(async (s) => {
+      for (const kind of ALL_KINDS) {
+        await withClient(s, kind, async (t) => {
+          const health = createClient(Health, t);
+          const got: number[] = [];
+          for await (const m of health.watch({ service: "three" })) got.push(m.status);
+          assert.deepEqual(got, [1, 2, 1], kind);
+          const seen: number[] = [];
+          await rejectsWith(
+            (async () => {
+              for await (const m of health.watch({ service: "fail" })) seen.push(m.status);
+            })(),
+            Code.NotFound,
+            /^watched thing: not found$/,
+          );
+          assert.deepEqual(seen, [1], kind);
+        });
+      }
+    }, { on });
+  }
 });
 
 Deno.test("fast path serves gRPC server streams: messages as they come, then trailers", async () => {
@@ -697,25 +722,27 @@ Deno.test("client cancellation aborts the handler signal and ends the RPC", asyn
   });
 });
 
-Deno.test("client and bidi streaming go through the router", async () => {
-  await withServer(async (s) => {
-    for (const kind of ["grpc", "connect-binary", "connect-json"] as const) {
-      await withClient(s, kind, async (t) => {
-        // deno-lint-ignore no-explicit-any
-        const echo = createClient(Echo, t) as any;
-        async function* three() {
-          yield create(MsgSchema, { text: "a" });
-          yield create(MsgSchema, { text: "b" });
-          yield create(MsgSchema, { text: "c" });
-        }
-        const collected = await echo.collect(three());
-        assert.equal(collected.text, "a+b+c", kind);
-        const replies: string[] = [];
-        for await (const r of echo.chat(three())) replies.push(r.text);
-        assert.deepEqual(replies, ["echo a", "echo b", "echo c"], kind);
-      });
-    }
-  });
+Deno.test("client and bidi streaming go through the router on both servers", async () => {
+  for (const on of SERVER_KINDS) {
+    await withServer(async (s) => {
+      for (const kind of ["grpc", "connect-binary", "connect-json"] as const) {
+        await withClient(s, kind, async (t) => {
+          // deno-lint-ignore no-explicit-any
+          const echo = createClient(Echo, t) as any;
+          async function* three() {
+            yield create(MsgSchema, { text: "a" });
+            yield create(MsgSchema, { text: "b" });
+            yield create(MsgSchema, { text: "c" });
+          }
+          const collected = await echo.collect(three());
+          assert.equal(collected.text, "a+b+c", kind);
+          const replies: string[] = [];
+          for await (const r of echo.chat(three())) replies.push(r.text);
+          assert.deepEqual(replies, ["echo a", "echo b", "echo c"], kind);
+        });
+      }
+    }, { on });
+  }
 });
 
 Deno.test("unknown service or method → gRPC 12 with HTTP 200; Connect → 404 unimplemented", async () => {

@@ -18,6 +18,7 @@ import net from "node:net";
 import type { Config } from "./config.ts";
 import { decodePluginConfigs } from "./config.ts";
 import { Exchange } from "./exchange.ts";
+import { H2Server } from "./h2_server.ts";
 import { createLogger, isLogLevel, type Logger } from "./log.ts";
 import { cleanupTempMounts } from "./mount.ts";
 import {
@@ -30,6 +31,7 @@ import {
 } from "./plugin.ts";
 import {
   createRpcHandler,
+  GRPC_H2_OPTIONS,
   GRPC_SERVER_OPTIONS,
   type RpcHandler,
   servesRpc,
@@ -82,7 +84,7 @@ export class Server {
   readonly #log: Logger;
   readonly #rpc: RpcHandler;
   readonly #stopping: AbortController;
-  readonly #grpcServers: http2.Http2Server[];
+  readonly #grpcServers: (H2Server | http2.Http2Server)[];
   readonly #ttrpc: TtrpcServer;
   readonly #ttrpcListener: net.Server;
   readonly #closers: Closer[];
@@ -95,7 +97,7 @@ export class Server {
     log: Logger;
     rpc: RpcHandler;
     stopping: AbortController;
-    grpcServers: http2.Http2Server[];
+    grpcServers: (H2Server | http2.Http2Server)[];
     ttrpc: TtrpcServer;
     ttrpcListener: net.Server;
     closers: Closer[];
@@ -234,7 +236,7 @@ export class Server {
     });
 
     const closers: Closer[] = [];
-    const grpcServers: http2.Http2Server[] = [];
+    const grpcServers: (H2Server | http2.Http2Server)[] = [];
     const ttrpcListener = net.createServer();
     ttrpc.attach(ttrpcListener);
     let ttrpcListening = false;
@@ -249,7 +251,7 @@ export class Server {
       await listenUnix(ttrpcListener, ttrpcListen);
       ttrpcListening = true;
       log.info("serving...", { address: ttrpcListen.path });
-      const unixServer = http2.createServer(GRPC_SERVER_OPTIONS);
+      const unixServer = new H2Server(GRPC_H2_OPTIONS);
       rpc.attach(unixServer);
       await listenUnix(unixServer, {
         path: grpcAddress,

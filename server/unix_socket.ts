@@ -270,15 +270,29 @@ export class UnixSocketListener {
     onSocket: (socket: UnixSocket) => void,
     options: UnixSocketOptions = {},
   ): UnixSocketListener {
+    return UnixSocketListener.listenConns(path, (conn) => {
+      const socket = new UnixSocket(conn, options);
+      try {
+        onSocket(socket);
+      } catch (err) {
+        socket.destroy();
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * As {@link listen}, but hands over Deno's connection itself, for a consumer that reads and
+   * writes it directly (the daemon's HTTP/2 server). A callback that throws drops the
+   * connection; accepting goes on.
+   */
+  static listenConns(path: string, onConn: (conn: Deno.Conn) => void): UnixSocketListener {
     const listener = new UnixSocketListener(path, Deno.listen({ transport: "unix", path }));
-    listener.#accepting = listener.#accept(onSocket, options);
+    listener.#accepting = listener.#accept(onConn);
     return listener;
   }
 
-  async #accept(
-    onSocket: (socket: UnixSocket) => void,
-    options: UnixSocketOptions,
-  ): Promise<void> {
+  async #accept(onConn: (conn: Deno.Conn) => void): Promise<void> {
     while (this.#closing === undefined) {
       let conn: Deno.Conn;
       try {
@@ -293,12 +307,13 @@ export class UnixSocketListener {
         conn.close();
         return;
       }
-      const socket = new UnixSocket(conn, options);
       try {
-        onSocket(socket);
+        onConn(conn);
       } catch {
         // A consumer that cannot take the connection drops it; accepting goes on.
-        socket.destroy();
+        try {
+          conn.close();
+        } catch { /* closed by the consumer */ }
       }
     }
   }
