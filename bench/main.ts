@@ -7,9 +7,9 @@
  *   idle RSS: VmRSS of the daemon process 1 s after boot (the deno process for ours);
  * - unary: Version requests/s with p50/p99 at each `--concurrency`, one raw node:http2 gRPC
  *   client (bench/client.ts) for every target, `--duration-ms` per point, `--repeat` rounds
- *   (median and range shown); beside them, the same client against a trivial node:http2
- *   server answering a fixed gRPC reply (the runtime's and the client's ceiling) and against
- *   server/rpc.ts's handler alone (bench/servers.ts);
+ *   (median and range shown); beside them, the same client against the daemon's HTTP/2
+ *   server answering a fixed gRPC reply (the client's ceiling) and against server/rpc.ts's
+ *   handler alone on that server (bench/servers.ts);
  * - content, images, containers, scale, memory: the data path through `ctr` and the TS client
  *   against one long-lived daemon of each kind (bench/scenarios.ts).
  *

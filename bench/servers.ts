@@ -1,12 +1,13 @@
 /**
  * In-process servers the bench measures beside the daemons, each run in its own process:
  *
- * - `fixed`: a trivial node:http2 stream-API server that answers every request with the same
- *   pre-encoded Version reply and grpc-status 0 — the ceiling of the runtime's HTTP/2 and of
- *   the bench client;
- * - `fixed-compat`: the same on node:http2's compatibility (req/res) API;
- * - `handler`: server/rpc.ts's handler with a Version service and the daemon's interceptors —
- *   the RPC layer alone, without plugins.
+ * - `fixed`: the daemon's HTTP/2 server (server/h2_server.ts) answering every request with the
+ *   same pre-encoded Version reply and grpc-status 0 — the ceiling of the bench client and of
+ *   the daemon's HTTP/2 layer;
+ * - `fixed-node`: the same on node:http2's stream API (what the `[grpc] tcp_address` listener
+ *   runs on), for comparison;
+ * - `handler`: server/rpc.ts's handler with a Version service and the daemon's interceptors on
+ *   the daemon's HTTP/2 server — the RPC layer alone, without plugins.
  *
  * ```sh
  * deno run -A bench/servers.ts handler /tmp/x.sock   # prints "ready" once listening
@@ -16,7 +17,8 @@
 import http2 from "node:http2";
 import { Buffer } from "node:buffer";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { createRpcHandler, serviceSpec } from "../server/rpc.ts";
+import { H2Server } from "../server/h2_server.ts";
+import { createRpcHandler, GRPC_H2_OPTIONS, serviceSpec } from "../server/rpc.ts";
 import { contextInterceptor, errorInterceptor } from "../server/interceptors.ts";
 import { silentLogger } from "../server/log.ts";
 import { UnixSocketListener } from "../server/unix_socket.ts";
@@ -26,7 +28,7 @@ import {
 } from "../proto/gen/containerd/services/version/v1/version_pb.ts";
 
 /** Server kinds this module can start. */
-export type ServerKind = "fixed" | "fixed-compat" | "handler";
+export type ServerKind = "fixed" | "fixed-node" | "handler";
 
 /** The Version reply every server sends. */
 export const VERSION_REPLY = create(VersionResponseSchema, {
@@ -34,15 +36,21 @@ export const VERSION_REPLY = create(VersionResponseSchema, {
   revision: "1.6.20~ds1-1+b1",
 });
 
-/** Create (not listen) a server of `kind`. */
-export function createBenchServer(kind: ServerKind): http2.Http2Server {
-  const server = http2.createServer();
+/** The fixed reply as one gRPC envelope. */
+function replyEnvelope(): Buffer {
   const bytes = toBinary(VersionResponseSchema, VERSION_REPLY);
   const envelope = Buffer.alloc(5 + bytes.byteLength);
   envelope.writeUInt32BE(bytes.byteLength, 1);
   envelope.set(bytes, 5);
-  server.on("session", (s) => s.on("error", () => {}));
-  if (kind === "fixed") {
+  return envelope;
+}
+
+/** Create (not listen) a server of `kind`. */
+export function createBenchServer(kind: ServerKind): H2Server | http2.Http2Server {
+  const envelope = replyEnvelope();
+  if (kind === "fixed-node") {
+    const server = http2.createServer();
+    server.on("session", (s) => s.on("error", () => {}));
     server.on("stream", (stream) => {
       stream.on("error", () => {});
       stream.on("data", () => {});
@@ -54,13 +62,18 @@ export function createBenchServer(kind: ServerKind): http2.Http2Server {
         stream.end(envelope);
       });
     });
-  } else if (kind === "fixed-compat") {
-    server.on("request", (req, res) => {
-      req.on("data", () => {});
-      req.on("end", () => {
-        res.writeHead(200, { "content-type": "application/grpc" });
-        res.addTrailers({ "grpc-status": "0" });
-        res.end(envelope);
+    return server;
+  }
+  const server = new H2Server(GRPC_H2_OPTIONS);
+  if (kind === "fixed") {
+    server.on("stream", (stream) => {
+      stream.on("data", () => {});
+      stream.on("end", () => {
+        stream.respond({ ":status": "200", "content-type": "application/grpc" }, {
+          waitForTrailers: true,
+        });
+        stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+        stream.end(envelope);
       });
     });
   } else {
@@ -78,16 +91,18 @@ export function createBenchServer(kind: ServerKind): http2.Http2Server {
 
 if (import.meta.main) {
   const [kind, socket] = Deno.args;
-  if (!socket || !["fixed", "fixed-compat", "handler"].includes(kind ?? "")) {
-    console.error("usage: servers.ts fixed|fixed-compat|handler SOCKET");
+  if (!socket || !["fixed", "fixed-node", "handler"].includes(kind ?? "")) {
+    console.error("usage: servers.ts fixed|fixed-node|handler SOCKET");
     Deno.exit(2);
   }
   try {
     Deno.removeSync(socket);
   } catch { /* not there */ }
   const server = createBenchServer(kind as ServerKind);
-  // Listened as the daemon listens (server/listen.ts): Deno's socket, node's server.
-  UnixSocketListener.listen(socket, (s) => server.emit("connection", s));
+  // Listened as the daemon listens (server/listen.ts): Deno's socket; the daemon's server takes
+  // the connection itself, node's receives it as a `connection` event.
+  if (server instanceof H2Server) UnixSocketListener.listenConns(socket, (c) => server.serve(c));
+  else UnixSocketListener.listen(socket, (s) => server.emit("connection", s));
   console.log("ready");
   Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
 }
