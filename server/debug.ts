@@ -33,8 +33,10 @@
  * ```
  * @module
  */
-import * as http from "node:http";
-import * as inspector from "node:inspector";
+// node:http and node:inspector are loaded when the debug server starts or a profile is taken:
+// most daemons run without a debug address, and loading them costs boot time.
+import type * as http from "node:http";
+import type * as inspector from "node:inspector";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import * as v8 from "node:v8";
@@ -146,6 +148,7 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
   const { log, source } = options;
   const closing = new AbortController();
   const state = { profiling: false };
+  const http = await import("node:http");
   const server = http.createServer((req, res) => {
     handleDebug(req, res, { source, closing: closing.signal, state, log }).catch((err) => {
       log.error("serve debug request", { path: req.url, error: err });
@@ -321,7 +324,8 @@ function post(session: inspector.Session, method: string): Promise<Record<string
  * meanwhile: only the timer waits.
  */
 async function takeCpuProfile(ms: number, signal: AbortSignal): Promise<unknown> {
-  const session = new inspector.Session();
+  const { Session } = await import("node:inspector");
+  const session: inspector.Session = new Session();
   session.connect();
   try {
     await post(session, "Profiler.enable");

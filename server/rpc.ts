@@ -43,7 +43,6 @@
  * @module
  */
 import type * as http2 from "node:http2";
-import { constants as h2constants } from "node:http2";
 import { Buffer } from "node:buffer";
 import {
   type DescField,
@@ -75,8 +74,8 @@ import {
 } from "@connectrpc/connect/protocol";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
-import { compressionGzip } from "@connectrpc/connect-node";
-import { type H2RespondOptions, H2Server, type H2ServerOptions } from "./h2_server.ts";
+import { gzipCompression } from "./gzip.ts";
+import { H2_ERROR, type H2RespondOptions, H2Server, type H2ServerOptions } from "./h2_server.ts";
 import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type { Logger } from "./log.ts";
 import type { TtrpcServiceImpl } from "./ttrpc.ts";
@@ -265,7 +264,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
     interceptors: [...interceptors],
     readMaxBytes: maxRecv,
     writeMaxBytes: maxSend,
-    acceptCompression: [compressionGzip],
+    acceptCompression: [gzipCompression],
     // Accept compressed requests but never compress responses: containerd does not, and
     // gzip of 1 MiB content reads would cost more CPU than the socket saves.
     compressMinBytes: Number.MAX_SAFE_INTEGER,
@@ -598,7 +597,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
             respondSafely(stream, { ":status": "500" }, { endStream: true });
           } else if (!stream.destroyed) {
             try {
-              stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+              stream.close(H2_ERROR.INTERNAL_ERROR);
             } catch { /* already gone */ }
           }
         })
@@ -1055,7 +1054,7 @@ function closeAfterResponse(stream: RpcStream): void {
   setImmediate(() => {
     if (!stream.destroyed && !stream.closed) {
       try {
-        stream.close(h2constants.NGHTTP2_NO_ERROR);
+        stream.close(H2_ERROR.NO_ERROR);
       } catch {
         // already gone
       }

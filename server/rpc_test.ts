@@ -25,6 +25,7 @@ import {
   type Transport,
 } from "@connectrpc/connect";
 import {
+  compressionGzip,
   createConnectTransport,
   createGrpcTransport,
   createGrpcWebTransport,
@@ -290,11 +291,17 @@ type TransportKind = "grpc" | "connect-json" | "connect-binary" | "grpc-web";
 function transportFor(
   kind: TransportKind,
   socket: string,
+  compress = false,
 ): { transport: Transport; close(): void } {
   const sessionManager = new Http2SessionManager("http://localhost", {}, {
     createConnection: () => connectUnix(socket),
   });
-  const common = { httpVersion: "2" as const, baseUrl: "http://localhost", sessionManager };
+  const common = {
+    httpVersion: "2" as const,
+    baseUrl: "http://localhost",
+    sessionManager,
+    ...(compress ? { sendCompression: compressionGzip, compressMinBytes: 0 } : {}),
+  };
   const transport = kind === "grpc"
     ? createGrpcTransport(common)
     : kind === "grpc-web"
@@ -498,6 +505,22 @@ Deno.test("unary calls succeed on every protocol and both servers, interceptors 
       assert.equal(s.rpc.inFlight, 0);
     }, { on });
   }
+});
+
+Deno.test("gzip-compressed requests are inflated on every protocol", async () => {
+  await withServer(async (s) => {
+    for (const kind of ALL_KINDS) {
+      const { transport, close } = transportFor(kind, s.socket, true);
+      try {
+        const health = createClient(Health, transport);
+        // A long field compresses well: the request really goes out gzip-encoded.
+        const h = await health.check({ service: "x".repeat(5000) });
+        assert.equal(h.status, ServingStatus.SERVING, kind);
+      } finally {
+        close();
+      }
+    }
+  });
 });
 
 Deno.test("every finished RPC, on any protocol, is noted to the heap trimmer", async () => {
