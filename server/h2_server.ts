@@ -80,6 +80,14 @@ const DEFAULT_FRAME_SIZE = 16_384;
 const MAX_WINDOW = 2 ** 31 - 1;
 /** Largest header block (HEADERS plus CONTINUATIONs) accepted before decoding. */
 const MAX_HEADER_BLOCK_BYTES = 1 << 20;
+/**
+ * A read that brings many requests is served in parts: after every quarter of them (at least
+ * {@link MIN_REQUESTS_PER_PART}) the loop yields, so their handlers run and their answers go
+ * out while the rest wait. The client then works on the first answers while the daemon works
+ * on the rest, instead of both taking turns on whole batches. Measured with 16 and 64 calls in
+ * flight (6 alternating rounds, median req/s): 12.6k → 15.5k and 15.9k → 17.6k.
+ */
+const MIN_REQUESTS_PER_PART = 4;
 /** Bytes asked of the kernel per read. */
 const READ_CHUNK_BYTES = 256 * 1024;
 /** Unsent bytes (queued on a stream plus waiting for the socket) before `write` says wait. */
@@ -146,6 +154,19 @@ function frame(type: number, flags: number, id: number, payload?: Uint8Array): U
   frameHeader(out, 0, length, type, flags, id);
   if (payload) out.set(payload, 9);
   return out;
+}
+
+/** How many complete frames from `at` on end a request (DATA or HEADERS with END_STREAM). */
+function countRequestEnds(data: Uint8Array, at: number): number {
+  let count = 0;
+  while (data.byteLength - at >= 9) {
+    const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
+    if (data.byteLength - at < 9 + length) break;
+    const type = data[at + 3]!;
+    if ((type === DATA || type === HEADERS) && (data[at + 4]! & END_STREAM) !== 0) count++;
+    at += 9 + length;
+  }
+  return count;
 }
 
 function uint32Frame(type: number, id: number, value: number): Uint8Array {
@@ -501,6 +522,8 @@ export class H2Session extends EventEmitter {
           prefaceSeen = true;
           at = PREFACE.byteLength;
         }
+        const part = Math.max(MIN_REQUESTS_PER_PART, Math.ceil(countRequestEnds(data, at) / 4));
+        let ended = 0;
         while (data.byteLength - at >= 9) {
           const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
           if (length > DEFAULT_FRAME_SIZE) {
@@ -514,6 +537,12 @@ export class H2Session extends EventEmitter {
           this.#onFrame(type, flags, id, data.subarray(at + 9, at + 9 + length));
           at += 9 + length;
           if (this.#destroyed) break;
+          const requestEnd = (type === DATA || type === HEADERS) && (flags & END_STREAM) !== 0;
+          if (requestEnd && ++ended % part === 0 && data.byteLength - at >= 9) {
+            // `data` may view the read buffer: safe, no read runs until this loop is done.
+            await new Promise((resolve) => setImmediate(resolve));
+            if (this.#destroyed) break;
+          }
         }
         if (this.#destroyed) break;
         if (at < data.byteLength) carry = data.slice(at);

@@ -452,3 +452,53 @@ Deno.test("H2Server: close() sends GOAWAY, lets running streams finish, then clo
     await s.close();
   }
 });
+
+Deno.test("H2Server: many requests in one read are answered in parts, all of them", async () => {
+  const s = await serve();
+  // Record in which event-loop turn each request arrived: a read of 40 requests is served in
+  // parts of 10, each part's handlers running before the next part is parsed.
+  let turn = 0;
+  const turns: number[] = [];
+  const tick = () => {
+    turn++;
+    if (turns.length < 40) setImmediate(tick);
+  };
+  echo(s.server);
+  s.server.on("stream", () => turns.push(turn));
+  const c = await RawClient.open(s.socket);
+  try {
+    await c.next((f) => f.type === TYPE.SETTINGS && f.flags === 0);
+    const frames: Uint8Array[] = [];
+    for (let i = 0; i < 40; i++) {
+      const block = encodeHeaders([[":method", "POST"], [":scheme", "http"], [
+        ":path",
+        `/r/${i}`,
+      ]]);
+      const f = new Uint8Array(9 + block.length);
+      f[2] = block.length;
+      f[3] = TYPE.HEADERS;
+      f[4] = 0x5;
+      new DataView(f.buffer).setUint32(5, 2 * i + 1);
+      f.set(block, 9);
+      frames.push(f);
+    }
+    const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    frames.reduce((at, f) => (all.set(f, at), at + f.length), 0);
+    setImmediate(tick);
+    await c.write(all);
+    for (let i = 0; i < 40; i++) {
+      const head = await c.next((f) =>
+        f.type === TYPE.HEADERS && f.id === 2 * i + 1 && f.flags === 4
+      );
+      assert.equal(new Map(c.decoder.decode(head!.payload)).get("x-path"), `/r/${i}`);
+      assert.ok(
+        await c.next((f) => f.type === TYPE.HEADERS && f.id === 2 * i + 1 && f.flags === 5),
+      );
+    }
+    assert.equal(turns.length, 40);
+    assert.notEqual(turns[0], turns[39], "all 40 requests were parsed in one turn");
+  } finally {
+    c.close();
+    await s.close();
+  }
+});
