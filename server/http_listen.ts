@@ -22,6 +22,7 @@
 import type * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import * as path from "node:path";
+import { AddressInUseError, prepareSocketPath } from "./socket_path.ts";
 import { type UnixSocket, UnixSocketListener } from "./unix_socket.ts";
 
 /** Options of {@link listenHttp}. */
@@ -45,12 +46,7 @@ export interface HttpListener {
 }
 
 /** Thrown when a unix socket path is held by a live listener or is not a socket at all. */
-export class AddressInUseError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "AddressInUseError";
-  }
-}
+export { AddressInUseError };
 
 /**
  * Whether `address` names a unix socket: absolute, or containing "/" (e.g. `./run/d.sock`).
@@ -97,8 +93,7 @@ export async function listenHttp(
 
 async function listenUnix(server: http.Server, options: HttpListenOptions): Promise<HttpListener> {
   const socketPath = path.resolve(options.address);
-  await Deno.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o711 });
-  await removeStaleSocket(socketPath);
+  await prepareSocketPath(socketPath);
   // Deno's own listener, never node:net's (which closes unix descriptors twice; unix_socket.ts).
   const sockets = new Set<UnixSocket>();
   const listener = UnixSocketListener.listen(socketPath, (socket) => {
@@ -144,39 +139,14 @@ function closeUnix(listener: UnixSocketListener, sockets: Set<UnixSocket>): () =
   };
 }
 
-/**
- * Remove `socketPath` if it is a socket nobody listens on. A live socket, or a path that is
- * not a socket, is refused with AddressInUseError; nothing there is fine.
- */
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  let stat: Deno.FileInfo;
-  try {
-    stat = await Deno.lstat(socketPath);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return;
-    throw err;
-  }
-  if (!stat.isSocket) {
-    throw new AddressInUseError(`listen on ${socketPath}: path exists and is not a socket`);
-  }
-  try {
-    const conn = await Deno.connect({ transport: "unix", path: socketPath });
-    conn.close();
-  } catch (err) {
-    if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.NotFound) {
-      await Deno.remove(socketPath).catch((removeErr) => {
-        if (!(removeErr instanceof Deno.errors.NotFound)) throw removeErr;
-      });
-      return;
-    }
-    throw new Error(`probe socket ${socketPath}: ${messageOf(err)}`, { cause: err });
-  }
-  throw new AddressInUseError(
-    `listen on ${socketPath}: another process is listening on this socket`,
-  );
-}
-
-function listenOn(server: http.Server, start: (done: () => void) => void): Promise<void> {
+/** Run `start` (a node server's listen) and resolve once it listens, reject on its error. */
+export function listenOn(
+  server: {
+    once(event: "error", listener: (err: Error) => void): unknown;
+    off(event: "error", listener: (err: Error) => void): unknown;
+  },
+  start: (done: () => void) => void,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once("error", onError);

@@ -2,16 +2,16 @@
  * Listeners of the gRPC servers: the unix socket clients dial, an optional TCP address, and a
  * graceful close.
  *
- * containerd's socket rules, kept here so the daemon and its tests share them: the parent
- * directory is created 0711; a socket file left by a crashed daemon is removed, but only after
- * a connect probe shows nothing listens on it (a live daemon never loses its socket to a second
- * one started by mistake); the socket gets mode 0660 and the configured owner.
+ * containerd's socket rules (socket_path.ts, shared with the debug and metrics endpoints): the
+ * parent directory is created 0711, a stale socket is removed only after a connect probe; the
+ * socket then gets mode 0660 and the configured owner.
  * {@link closeServer} stops accepting, sends GOAWAY to every HTTP/2 session so running RPCs
  * finish and new ones go elsewhere, and destroys what is still open after a grace period.
  *
  * A unix socket is never listened on by node:net (Deno 2.9.3 closes those descriptors twice,
- * see unix_socket.ts): a {@link UnixSocketListener} accepts and the node server receives each
- * connection as a `connection` event, exactly as if it had accepted it itself.
+ * see unix_socket.ts): a {@link UnixSocketListener} accepts; the daemon's {@link H2Server}
+ * takes Deno's connection itself, a node server receives it as a `connection` event, exactly
+ * as if it had accepted it itself.
  *
  * @example
  * ```ts
@@ -30,14 +30,12 @@ import type * as http2 from "node:http2";
 import type * as net from "node:net";
 import type { EventEmitter } from "node:events";
 import * as path from "node:path";
-import { AddressInUseError, splitHostPort } from "./http_listen.ts";
+import { listenOn, splitHostPort } from "./http_listen.ts";
+import { AddressInUseError, prepareSocketPath } from "./socket_path.ts";
 import { H2Server } from "./h2_server.ts";
 import { UnixSocketListener } from "./unix_socket.ts";
 
-/**
- * Thrown when the socket path is held by a live listener or is not a socket; the same class as
- * http_listen.ts throws, so callers catch one type for every listener.
- */
+/** Thrown when the socket path is held by a live listener or is not a socket. */
 export { AddressInUseError };
 
 /** Options of {@link listenUnix}. */
@@ -130,7 +128,7 @@ function messageOf(err: unknown): string {
 /**
  * Listen on a unix socket: creates the parent dir (0711), removes a leftover socket file ONLY
  * after a connect probe shows nothing listens (a live socket → throw an Error naming the path:
- * "another daemon is listening on <path>"), chmod mode, chown uid/gid when they differ from
+ * "another process is listening on <path>"), chmod mode, chown uid/gid when they differ from
  * current.
  */
 export async function listenUnix(server: AnyServer, options: UnixListenOptions): Promise<void> {
@@ -140,12 +138,7 @@ export async function listenUnix(server: AnyServer, options: UnixListenOptions):
       `socket path ${socketPath} is too long (a unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} bytes)`,
     );
   }
-  try {
-    await Deno.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o711 });
-  } catch (err) {
-    throw new Error(`create directory of socket ${socketPath}: ${messageOf(err)}`, { cause: err });
-  }
-  await removeStaleSocket(socketPath);
+  await prepareSocketPath(socketPath);
   const tracked = track(server);
   let listener: UnixSocketListener;
   try {
@@ -173,43 +166,6 @@ export async function listenUnix(server: AnyServer, options: UnixListenOptions):
   }
 }
 
-/**
- * Remove `socketPath` if it is a socket nobody listens on. A live socket throws "another
- * daemon is listening on <path>"; a path that is not a socket is refused rather than deleted.
- */
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  let stat: Deno.FileInfo;
-  try {
-    stat = await Deno.lstat(socketPath);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return;
-    throw new Error(`inspect socket ${socketPath}: ${messageOf(err)}`, { cause: err });
-  }
-  if (!stat.isSocket) {
-    throw new AddressInUseError(`cannot listen on ${socketPath}: it exists and is not a socket`);
-  }
-  let conn: Deno.UnixConn;
-  try {
-    conn = await Deno.connect({ transport: "unix", path: socketPath });
-  } catch (err) {
-    if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.NotFound) {
-      try {
-        await Deno.remove(socketPath);
-      } catch (removeErr) {
-        if (!(removeErr instanceof Deno.errors.NotFound)) {
-          throw new Error(`remove stale socket ${socketPath}: ${messageOf(removeErr)}`, {
-            cause: removeErr,
-          });
-        }
-      }
-      return;
-    }
-    throw new Error(`probe socket ${socketPath}: ${messageOf(err)}`, { cause: err });
-  }
-  conn.close();
-  throw new AddressInUseError(`another daemon is listening on ${socketPath}`);
-}
-
 /** host:port → listen; returns the bound address. */
 export async function listenTcp(
   server: net.Server | http2.Http2Server,
@@ -226,20 +182,6 @@ export async function listenTcp(
     throw new Error(`listen on ${address}: no TCP address bound`);
   }
   return { host: bound.address, port: bound.port };
-}
-
-function listenOn(
-  server: net.Server | http2.Http2Server,
-  start: (done: () => void) => void,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    server.once("error", onError);
-    start(() => {
-      server.off("error", onError);
-      resolve();
-    });
-  });
 }
 
 /**

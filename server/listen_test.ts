@@ -120,7 +120,7 @@ Deno.test("listenUnix refuses a live socket, naming it, and the live server keep
         listenUnix(second, { path, uid, gid }),
         (err: unknown) => {
           assert.ok(err instanceof AddressInUseError);
-          assert.equal(err.message, `another daemon is listening on ${path}`);
+          assert.equal(err.message, `another process is listening on ${path}`);
           return true;
         },
       );
