@@ -44,7 +44,7 @@ import {
 import { contextInterceptor, errorInterceptor, namespaceKey, namespaceOf } from "./interceptors.ts";
 import { NotFoundError } from "./errdefs.ts";
 import { H2Server } from "./h2_server.ts";
-import { silentLogger } from "./log.ts";
+import { createLogger, type Logger, silentLogger } from "./log.ts";
 import {
   Version,
   VersionResponseSchema,
@@ -224,6 +224,8 @@ interface ServerOptions {
   /** Message size limit both ways. Default LIMIT. */
   limit?: number;
   heapTrimmer?: HeapTrimmer;
+  /** Where the handler logs. Default silent. */
+  log?: Logger;
   /** Which HTTP/2 server the handler is attached to. Default "h2". */
   on?: ServerKind;
 }
@@ -246,7 +248,7 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
     ],
     maxRecvMessageBytes: limit,
     maxSendMessageBytes: limit,
-    log: silentLogger(),
+    log: options.log ?? silentLogger(),
     ...(options.heapTrimmer ? { heapTrimmer: options.heapTrimmer } : {}),
   });
   const sessions = new Set<{ once(e: "close", f: () => void): unknown; destroy(): void }>();
@@ -521,6 +523,19 @@ Deno.test("gzip-compressed requests are inflated on every protocol", async () =>
       }
     }
   });
+});
+
+Deno.test("at trace level every finished RPC logs its method and duration", async () => {
+  const lines: string[] = [];
+  const log = createLogger({ level: "trace", write: (line) => lines.push(line) });
+  await withServer(async (s) => {
+    await withClient(s, "grpc", async (t) => {
+      await createClient(Version, t).version({});
+    });
+  }, { log });
+  const done = lines.filter((l) => l.includes(`msg="rpc done"`));
+  assert.equal(done.length, 1, lines.join(""));
+  assert.match(done[0]!, /method=\/containerd\.services\.version\.v1\.Version\/Version ms=\d/);
 });
 
 Deno.test("every finished RPC, on any protocol, is noted to the heap trimmer", async () => {
