@@ -196,8 +196,9 @@ export class H2Stream extends EventEmitter {
   readonly #grantStep: number;
   /** What we may still send on this stream. */
   sendWindow: number;
-  /** Body chunks not yet framed (window or socket bound). */
+  /** Body chunks not yet framed (window or socket bound); the session drains it. */
   queue: Uint8Array[] = [];
+  /** Bytes in {@link queue}. */
   queuedBytes = 0;
   /** `end()` was called: END_STREAM (or trailers) follows the queue. */
   #ending = false;
