@@ -5,9 +5,9 @@
  * run, alternating which goes first:
  * - boot: process start → first successful Version RPC (min/median/max over `--boots`), and
  *   idle RSS: VmRSS of the daemon process 1 s after boot (the deno process for ours);
- * - unary: Version requests/s with p50/p99 at each `--concurrency`, one raw node:http2 gRPC
- *   client (bench/client.ts) for every target, `--duration-ms` per point, `--repeat` rounds
- *   (median and range shown); beside them, the same client against the daemon's HTTP/2
+ * - unary: Version and namespaces List requests/s with p50/p99 at each `--concurrency`, one
+ *   raw node:http2 gRPC client (bench/client.ts) for every target, `--duration-ms` per point,
+ *   `--repeat` rounds (median and range shown); beside them, the same client against the daemon's HTTP/2
  *   server answering a fixed gRPC reply (the client's ceiling) and against server/rpc.ts's
  *   handler alone on that server (bench/servers.ts);
  * - content, images, containers, scale, memory: the data path through `ctr` and the TS client
@@ -28,6 +28,7 @@
  */
 import { parseArgs } from "node:util";
 import type { LoadResult } from "./client.ts";
+import { ctr } from "./ctr.ts";
 import { type DaemonKind, REPO, type RunningDaemon, startDaemon, unavailable } from "./daemon.ts";
 import {
   type Cell,
@@ -158,6 +159,39 @@ async function measureBoots(
 // ----------------------------------------------------------------------------------------------
 // Throughput
 
+/** One unary method the unary scenario loads every target with. */
+interface UnaryCall {
+  /** Row label ("Version"). */
+  readonly label: string;
+  /** gRPC path. */
+  readonly path: string;
+  /** Namespaces created in each daemon before the load, so the read returns rows. */
+  readonly namespaces: number;
+  /** The bench servers that can answer it (bench/servers.ts). */
+  readonly servers: readonly ("fixed" | "handler")[];
+}
+
+/**
+ * Version (no storage) and namespaces List (a metadata read: a read transaction and its
+ * labels, 20 namespaces), both with an empty request message. The fixed-reply server answers
+ * any path, so it stays the client's ceiling for both; the handler-alone server has only
+ * Version.
+ */
+const UNARY_CALLS: readonly UnaryCall[] = [
+  {
+    label: "Version",
+    path: "/containerd.services.version.v1.Version/Version",
+    namespaces: 0,
+    servers: ["fixed", "handler"],
+  },
+  {
+    label: "namespaces List (20 namespaces)",
+    path: "/containerd.services.namespaces.v1.Namespaces/List",
+    namespaces: 20,
+    servers: ["fixed"],
+  },
+];
+
 /** A load target: a socket and how to stop what serves it. */
 interface Target {
   readonly name: string;
@@ -208,6 +242,7 @@ async function runClient(
   socket: string,
   concurrency: number,
   options: BenchOptions,
+  path: string,
 ): Promise<LoadResult> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
@@ -223,6 +258,8 @@ async function runClient(
       String(options.durationMs),
       "--warmup-ms",
       String(options.warmupMs),
+      "--path",
+      path,
     ],
     cwd: REPO,
     stdin: "null",
@@ -242,6 +279,7 @@ async function runClient(
 async function measureLoad(
   options: BenchOptions,
   reasons: Map<DaemonKind, string>,
+  call: UnaryCall,
 ): Promise<Map<string, Map<number, LoadCell>>> {
   const targets: Target[] = [];
   const results = new Map<string, Map<number, LoadCell>>();
@@ -258,11 +296,14 @@ async function measureLoad(
       try {
         const d = await startDaemon(kind);
         targets.push({ name: kind, socket: d.socket, stop: d.stop });
+        for (let i = 0; i < call.namespaces; i++) {
+          await ctr(d.socket, ["namespaces", "create", `bench-unary-${i}`], { timeoutMs: 30_000 });
+        }
       } catch (err) {
         fail(kind, messageOf(err));
       }
     }
-    for (const kind of ["fixed", "handler"] as const) {
+    for (const kind of call.servers) {
       try {
         targets.push(await startBenchServer(kind));
       } catch (err) {
@@ -282,12 +323,12 @@ async function measureLoad(
           const previous = byConcurrency.get(concurrency);
           if (previous && !previous.ok) continue;
           try {
-            const result = await runClient(target.socket, concurrency, options);
+            const result = await runClient(target.socket, concurrency, options, call.path);
             const results = previous?.ok ? previous.results : [];
             results.push(result);
             byConcurrency.set(concurrency, { ok: true, results });
             log(
-              `round ${round + 1} c=${concurrency} ${target.name}: ${
+              `${call.label} round ${round + 1} c=${concurrency} ${target.name}: ${
                 result.rps.toFixed(0)
               } req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${
                 result.p99Ms.toFixed(2)
@@ -351,16 +392,22 @@ function bootRows(
   ];
 }
 
-function loadRows(options: BenchOptions, load: Map<string, Map<number, LoadCell>>): Row[] {
+function loadRows(
+  options: BenchOptions,
+  call: UnaryCall,
+  load: Map<string, Map<number, LoadCell>>,
+): Row[] {
   return options.concurrencies.map((c) => {
     const get = (name: string) => load.get(name)?.get(c);
     return {
-      scenario: `unary Version, concurrency ${c}`,
+      scenario: `unary ${call.label}, concurrency ${c}`,
       containerd: loadText(get("containerd")),
       ours: loadText(get("containerd-ts")),
       ratio: ratioText(medianRps(get("containerd-ts")), medianRps(get("containerd"))),
       reference: `fixed-reply server: ${loadText(get("fixed"))}`,
-      handler: loadText(get("handler")),
+      handler: call.servers.includes("handler")
+        ? loadText(get("handler"))
+        : "— (serves Version only)",
     };
   });
 }
@@ -415,7 +462,9 @@ async function main(): Promise<void> {
     rows.push(...bootRows(options, boot, rss));
   }
   if (options.scenarios.has("unary")) {
-    rows.push(...loadRows(options, await measureLoad(options, reasons)));
+    for (const call of UNARY_CALLS) {
+      rows.push(...loadRows(options, call, await measureLoad(options, reasons, call)));
+    }
   }
   rows.push(
     ...await runScenarios({ ...options.sizes, scenarios: options.scenarios }, reasons),
