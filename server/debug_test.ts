@@ -10,6 +10,7 @@ import {
 } from "./debug.ts";
 import { AddressInUseError, isUnixAddress, splitHostPort } from "./http_listen.ts";
 import { silentLogger } from "./log.ts";
+import { connectUnix } from "./unix_socket.ts";
 import { type PluginRecord, PluginSet, pluginType } from "./plugin.ts";
 
 const TestType = pluginType<object>("io.containerd.test.v1");
@@ -42,10 +43,14 @@ interface Reply {
   body: Uint8Array;
 }
 
-/** GET over a unix socket or host:port with node:http (fetch cannot reach unix sockets). */
+/**
+ * GET over a unix socket or host:port with node:http (fetch cannot reach unix sockets). The
+ * unix connection is Deno's own (connectUnix), never node:net's `socketPath`: the pinned Deno
+ * closes those descriptors twice, which once made this file's `Deno.remove` fail with EBADF.
+ */
 function get(address: string, path: string): Promise<Reply> {
-  const target = isUnixAddress(address)
-    ? { socketPath: address }
+  const target: http.RequestOptions = isUnixAddress(address)
+    ? { createConnection: () => connectUnix(address) }
     : { host: splitHostPort(address).host, port: splitHostPort(address).port };
   return new Promise((resolve, reject) => {
     const req = http.request({ ...target, path, method: "GET" }, (res) => {

@@ -15,6 +15,7 @@ import {
 import { NotFoundError, toConnectError } from "./errdefs.ts";
 import { silentLogger } from "./log.ts";
 import { createMetrics, grpcCodeName, type Metrics, startMetricsServer } from "./metrics.ts";
+import { connectUnix } from "./unix_socket.ts";
 
 const VERSION = `grpc_type="unary",grpc_service="containerd.services.version.v1.Version",` +
   `grpc_method="Version"`;
@@ -195,7 +196,9 @@ function unixGet(
   path: string,
 ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath, path, method: "GET" }, (res) => {
+    // Deno's own connection: node:net unix sockets close their descriptor twice (unix_socket.ts).
+    const createConnection = () => connectUnix(socketPath);
+    const req = http.request({ createConnection, path, method: "GET" }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (chunk) => body += chunk);

@@ -27,6 +27,7 @@ import type { CommandContext } from "./cli.ts";
 import { loadConfig } from "./config.ts";
 import { connect, type PluginInfo, type ServerInfo, type VersionInfo } from "../client/mod.ts";
 import { NotImplementedError } from "./errdefs.ts";
+import { connectUnix } from "./unix_socket.ts";
 
 /** Clock ticks per second in /proc/<pid>/stat (the kernel's USER_HZ, 100 on Linux ABIs). */
 const USER_HZ = 100;
@@ -153,7 +154,8 @@ export function fetchDebugVars(address: string, timeoutMs = 5000): Promise<unkno
         host: address.slice(0, address.lastIndexOf(":")).replace(/^\[|\]$/g, ""),
         port: Number(address.slice(address.lastIndexOf(":") + 1)),
       }
-      : { socketPath: address.replace(/^unix:\/\//, "") };
+      // Deno's own unix connection: node:net's closes its descriptor twice in Deno 2.9.3.
+      : { createConnection: () => connectUnix(address.replace(/^unix:\/\//, "")) };
     const req = http.get({ ...target, path: "/debug/vars", timeout: timeoutMs }, (res) => {
       let text = "";
       res.setEncoding("utf8");
