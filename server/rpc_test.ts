@@ -403,8 +403,9 @@ async function withClient(
   s: TestServer,
   kind: TransportKind,
   fn: (t: Transport) => Promise<void>,
+  compress = false,
 ): Promise<void> {
-  const { transport, close } = transportFor(kind, s.socket);
+  const { transport, close } = transportFor(kind, s.socket, compress);
   try {
     await fn(transport);
   } finally {
@@ -512,15 +513,11 @@ Deno.test("unary calls succeed on every protocol and both servers, interceptors 
 Deno.test("gzip-compressed requests are inflated on every protocol", async () => {
   await withServer(async (s) => {
     for (const kind of ALL_KINDS) {
-      const { transport, close } = transportFor(kind, s.socket, true);
-      try {
-        const health = createClient(Health, transport);
+      await withClient(s, kind, async (t) => {
         // A long field compresses well: the request really goes out gzip-encoded.
-        const h = await health.check({ service: "x".repeat(5000) });
+        const h = await createClient(Health, t).check({ service: "x".repeat(5000) });
         assert.equal(h.status, ServingStatus.SERVING, kind);
-      } finally {
-        close();
-      }
+      }, true);
     }
   });
 });
