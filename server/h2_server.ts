@@ -429,7 +429,6 @@ export class H2Session extends EventEmitter {
   #lastStreamId = 0;
   #goawaySent = false;
   #destroyed = false;
-  #closeEmitted = false;
   /** Client settings. */
   #peerInitialWindow = DEFAULT_WINDOW;
   #peerMaxFrame = DEFAULT_FRAME_SIZE;
@@ -443,6 +442,8 @@ export class H2Session extends EventEmitter {
   #outBytes = 0;
   #writing = false;
   #flushScheduled = false;
+  /** Waiting for `#out` to be written out (see #flushed). */
+  readonly #flushWaiters: (() => void)[] = [];
   /** Streams with body bytes the windows held back. */
   readonly #blocked = new Set<H2Stream>();
   /** Streams whose `write` returned false. */
@@ -936,8 +937,6 @@ export class H2Session extends EventEmitter {
     }
   }
 
-  readonly #flushWaiters: (() => void)[] = [];
-
   /** Resolves once every queued frame was written (or the session is gone). */
   #flushed(): Promise<void> {
     if ((this.#out.length === 0 && !this.#writing && !this.#flushScheduled) || this.#destroyed) {
@@ -1001,10 +1000,7 @@ export class H2Session extends EventEmitter {
       this.#conn.close();
     } catch { /* already closed */ }
     for (const wake of this.#flushWaiters.splice(0)) wake();
-    if (!this.#closeEmitted) {
-      this.#closeEmitted = true;
-      queueMicrotask(() => this.emit("close"));
-    }
+    queueMicrotask(() => this.emit("close"));
   }
 }
 
@@ -1014,8 +1010,6 @@ export class H2Session extends EventEmitter {
  * `sessionError` (an unexpected failure inside a session).
  */
 export class H2Server extends EventEmitter {
-  /** Never listens itself (listen.ts's TCP path looks at this). */
-  readonly listening = false;
   readonly #options: Required<H2ServerOptions>;
 
   /** A server granting the given windows. */

@@ -274,9 +274,9 @@ export class UnixSocketListener {
       const socket = new UnixSocket(conn, options);
       try {
         onSocket(socket);
-      } catch (err) {
+      } catch {
+        // A consumer that cannot take the connection drops it; the socket closes it once.
         socket.destroy();
-        throw err;
       }
     });
   }
