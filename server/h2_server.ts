@@ -94,6 +94,12 @@ const READ_CHUNK_BYTES = 256 * 1024;
 const WRITE_HIGH_WATER = 1 << 20;
 /** Bytes of frames joined into one socket write at most. */
 const MAX_WRITE_BYTES = 1 << 20;
+/**
+ * Frames waiting for the socket before the session stops reading the client. A client that
+ * sends (PINGs, SETTINGS, requests) but never reads would otherwise grow the queue of answers
+ * without bound; paused, its own writes stall in the kernel's socket buffers instead.
+ */
+const READ_PAUSE_BYTES = 4 << 20;
 
 /** Options of {@link H2Server}. */
 export interface H2ServerOptions {
@@ -552,6 +558,10 @@ export class H2Session extends EventEmitter {
           this.#enqueue(uint32Frame(WINDOW_UPDATE, 0, this.#recvUnacked));
           this.#recvWindow += this.#recvUnacked;
           this.#recvUnacked = 0;
+        }
+        if (this.#outBytes >= READ_PAUSE_BYTES) {
+          await this.#flushed();
+          if (this.#destroyed) break;
         }
       }
     } catch (err) {

@@ -502,3 +502,59 @@ Deno.test("H2Server: many requests in one read are answered in parts, all of the
     await s.close();
   }
 });
+
+Deno.test("H2Server: a client that sends but does not read is no longer read from", async () => {
+  const s = await serve();
+  const conn = await Deno.connect({ transport: "unix", path: s.socket });
+  // 12 MiB of PINGs (17 bytes each), sent while the client reads nothing: every one asks for a
+  // 17-byte answer that cannot leave.
+  const pings = 12 * 1024 * 1024 / 17 | 0;
+  const bytes = new Uint8Array(PREFACE.length + 9 + pings * 17);
+  bytes.set(PREFACE);
+  let at = PREFACE.length + 9; // SETTINGS, empty: type 4 at offset 3
+  bytes[PREFACE.length + 3] = TYPE.SETTINGS;
+  for (let i = 0; i < pings; i++, at += 17) {
+    bytes[at + 2] = 8;
+    bytes[at + 3] = TYPE.PING;
+    new DataView(bytes.buffer).setUint32(at + 9, i);
+  }
+  let sent = false;
+  const sending = (async () => {
+    for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
+    sent = true;
+  })();
+  try {
+    let mostUnsent = 0;
+    for (let i = 0; i < 50; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      mostUnsent = Math.max(mostUnsent, s.sessions[0]?.unsentBytes ?? 0);
+    }
+    assert.equal(sent, false, "the server read every PING while its answers could not leave");
+    assert.ok(mostUnsent <= 5 << 20, `answers queued: ${mostUnsent} bytes`);
+    // Once the client reads, every PING is answered and the rest of its bytes go out.
+    let acks = 0;
+    let carry = new Uint8Array(0);
+    const buf = new Uint8Array(1 << 16);
+    while (acks < pings) {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error(`connection ended after ${acks} of ${pings} PING answers`);
+      const data = new Uint8Array(carry.length + n);
+      data.set(carry);
+      data.set(buf.subarray(0, n), carry.length);
+      let i = 0;
+      while (data.length - i >= 9) {
+        const length = (data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!;
+        if (data.length - i < 9 + length) break;
+        if (data[i + 3] === TYPE.PING && data[i + 4] === 1) acks++;
+        i += 9 + length;
+      }
+      carry = data.slice(i);
+    }
+    await sending;
+    assert.equal(acks, pings);
+  } finally {
+    conn.close();
+    await sending.catch(() => {});
+    await s.close();
+  }
+});
