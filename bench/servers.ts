@@ -4,8 +4,7 @@
  * - `fixed`: the daemon's HTTP/2 server (server/h2_server.ts) answering every request with the
  *   same pre-encoded Version reply and grpc-status 0 — the ceiling of the bench client and of
  *   the daemon's HTTP/2 layer;
- * - `fixed-node`: the same on node:http2's stream API (what the `[grpc] tcp_address` listener
- *   runs on), for comparison;
+ * - `fixed-node`: the same on node:http2's stream API, for comparison;
  * - `handler`: server/rpc.ts's handler with a Version service and the daemon's interceptors on
  *   the daemon's HTTP/2 server — the RPC layer alone, without plugins.
  *

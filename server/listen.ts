@@ -11,7 +11,8 @@
  * A unix socket is never listened on by node:net (Deno 2.9.3 closes those descriptors twice,
  * see unix_socket.ts): a {@link UnixSocketListener} accepts; the daemon's {@link H2Server}
  * takes Deno's connection itself, a node server receives it as a `connection` event, exactly
- * as if it had accepted it itself.
+ * as if it had accepted it itself. The TCP address is accepted the same way for an
+ * {@link H2Server} (a {@link ConnListener}); node servers listen on TCP themselves.
  *
  * @example
  * ```ts
@@ -34,6 +35,7 @@ import { listenOn, splitHostPort } from "./http_listen.ts";
 import { AddressInUseError, prepareSocketPath } from "./socket_path.ts";
 import { H2Server } from "./h2_server.ts";
 import { UnixSocketListener } from "./unix_socket.ts";
+import { ConnListener } from "./conn_listener.ts";
 
 /** Thrown when the socket path is held by a live listener or is not a socket. */
 export { AddressInUseError };
@@ -66,7 +68,7 @@ const MAX_SOCKET_PATH_BYTES = 107;
 interface Tracked {
   readonly sockets: Set<TrackedConnection>;
   readonly sessions: Set<TrackedSession>;
-  readonly listeners: Set<UnixSocketListener>;
+  readonly listeners: Set<UnixSocketListener | ConnListener>;
   /** Called each time the last open connection closes. */
   readonly onIdle: Set<() => void>;
 }
@@ -166,13 +168,34 @@ export async function listenUnix(server: AnyServer, options: UnixListenOptions):
   }
 }
 
-/** host:port → listen; returns the bound address. */
+/**
+ * host:port → listen; returns the bound address. An empty host means every IPv4 address for
+ * an {@link H2Server}, every address for a node server.
+ */
 export async function listenTcp(
-  server: net.Server | http2.Http2Server,
+  server: AnyServer,
   address: string,
 ): Promise<{ host: string; port: number }> {
   const { host, port } = splitHostPort(address);
-  track(server);
+  const tracked = track(server);
+  if (server instanceof H2Server) {
+    let listener: ConnListener;
+    try {
+      listener = new ConnListener(
+        Deno.listen({ transport: "tcp", hostname: host === "" ? "0.0.0.0" : host, port }),
+        (conn) => {
+          // Each turn's frames leave in one write: Nagle would only hold the next one back.
+          (conn as Deno.TcpConn).setNoDelay(true);
+          server.serve(conn);
+        },
+      );
+    } catch (err) {
+      throw new Error(`listen on ${address}: ${messageOf(err)}`, { cause: err });
+    }
+    tracked.listeners.add(listener);
+    const bound = listener.addr as Deno.NetAddr;
+    return { host: bound.hostname, port: bound.port };
+  }
   await listenOn(
     server,
     (done) => host === "" ? server.listen(port, done) : server.listen(port, host, done),

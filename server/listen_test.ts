@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { connectUnix } from "./unix_socket.ts";
 import { AddressInUseError, closeServer, listenTcp, listenUnix } from "./listen.ts";
+import { H2Server } from "./h2_server.ts";
 
 const uid = Deno.uid() ?? 0;
 const gid = Deno.gid() ?? 0;
@@ -157,6 +158,42 @@ Deno.test("listenTcp binds host:port and reports the bound port", async () => {
     await closeServer(server);
   }
   await assert.rejects(listenTcp(pingServer(), "127.0.0.1"), /missing port/);
+});
+
+Deno.test("listenTcp serves an H2Server over TCP; closeServer stops it and its sessions", async () => {
+  const server = new H2Server();
+  server.on("stream", (stream) => {
+    stream.on("data", () => {});
+    stream.on("end", () => stream.respond({ ":status": "204" }, { endStream: true }));
+  });
+  const bound = await listenTcp(server, "127.0.0.1:0");
+  assert.equal(bound.host, "127.0.0.1");
+  const session = http2.connect(`http://127.0.0.1:${bound.port}`);
+  session.on("error", () => {});
+  try {
+    const statuses = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        new Promise<number>((resolve, reject) => {
+          const req = session.request({ ":path": "/ping", ":method": "POST" });
+          req.on("response", (h) => resolve(Number(h[":status"])));
+          req.on("error", reject);
+          req.on("data", () => {});
+          req.end();
+        })),
+    );
+    assert.deepEqual(statuses, Array(10).fill(204));
+    const closed = new Promise((resolve) => session.once("close", resolve));
+    await closeServer(server, { graceMs: 1000 });
+    await closed; // GOAWAY, then the connection ends
+    await assert.rejects(
+      Deno.connect({ hostname: "127.0.0.1", port: bound.port }),
+      /refused/i,
+      "the port is closed",
+    );
+  } finally {
+    session.destroy();
+  }
+  await assert.rejects(listenTcp(new H2Server(), "127.0.0.1:x"), /bad port/);
 });
 
 Deno.test("closeServer lets a running stream finish, then closes; a hung one is cut at grace", async () => {

@@ -1,6 +1,7 @@
 /**
- * The daemon's RPC handler on node:http2: gRPC, gRPC-web and Connect (binary and JSON) on one
- * socket, through Connect's router, plus a gRPC fast path (unary, server streams) beside it.
+ * The daemon's RPC handler on HTTP/2 streams (server/h2_server.ts's, or node:http2's): gRPC,
+ * gRPC-web and Connect (binary and JSON) on one socket, through Connect's router, plus a gRPC
+ * fast path (unary, server streams) beside it.
  *
  * Why not connect-node's `connectNodeAdapter`: on Deno's node:http2 it runs 5–10× slower than
  * containerd (see /work/shared/DENO-HTTP2.md). This module owns two thin paths instead:
@@ -190,8 +191,8 @@ export interface RpcStream {
 /** The RPC side of the gRPC listeners: attach it to servers, count and drain RPCs. */
 export interface RpcHandler {
   /**
-   * Attach to a server: the daemon's {@link H2Server}, or a node:http2 server (createServer;
-   * the TCP listener). Handles every stream.
+   * Attach to a server: the daemon's {@link H2Server} (its unix and TCP listeners), or a
+   * node:http2 server (createServer). Handles every stream.
    */
   attach(server: H2Server | http2.Http2Server): void;
   /** RPCs currently running (debug vars, graceful shutdown). */

@@ -13,7 +13,6 @@
  *
  * @module
  */
-import type * as http2 from "node:http2";
 import net from "node:net";
 import type { Config } from "./config.ts";
 import { decodePluginConfigs } from "./config.ts";
@@ -32,7 +31,6 @@ import {
 import {
   createRpcHandler,
   GRPC_H2_OPTIONS,
-  GRPC_SERVER_OPTIONS,
   type RpcHandler,
   servesRpc,
   type ServiceSpec,
@@ -84,7 +82,7 @@ export class Server {
   readonly #log: Logger;
   readonly #rpc: RpcHandler;
   readonly #stopping: AbortController;
-  readonly #grpcServers: (H2Server | http2.Http2Server)[];
+  readonly #grpcServers: H2Server[];
   readonly #ttrpc: TtrpcServer;
   readonly #ttrpcListener: net.Server;
   readonly #closers: Closer[];
@@ -97,7 +95,7 @@ export class Server {
     log: Logger;
     rpc: RpcHandler;
     stopping: AbortController;
-    grpcServers: (H2Server | http2.Http2Server)[];
+    grpcServers: H2Server[];
     ttrpc: TtrpcServer;
     ttrpcListener: net.Server;
     closers: Closer[];
@@ -236,7 +234,7 @@ export class Server {
     });
 
     const closers: Closer[] = [];
-    const grpcServers: (H2Server | http2.Http2Server)[] = [];
+    const grpcServers: H2Server[] = [];
     const ttrpcListener = net.createServer();
     ttrpc.attach(ttrpcListener);
     let ttrpcListening = false;
@@ -261,9 +259,7 @@ export class Server {
       grpcServers.push(unixServer);
       log.info("serving...", { address: grpcAddress });
       if (config.grpc.tcp_address) {
-        // node:http2 is loaded only for this listener: boot without it is ~15 ms shorter.
-        const { createServer } = await import("node:http2");
-        const tcpServer = createServer(GRPC_SERVER_OPTIONS);
+        const tcpServer = new H2Server(GRPC_H2_OPTIONS);
         rpc.attach(tcpServer);
         const bound = await listenTcp(tcpServer, config.grpc.tcp_address);
         grpcServers.push(tcpServer);

@@ -30,15 +30,13 @@
  * @module
  */
 import { Duplex } from "node:stream";
+import { ConnListener } from "./conn_listener.ts";
 
 /**
  * Bytes asked of the kernel per read: a bulk upload arrives in few reads. Each read is copied
  * out of this one buffer (a memcpy is cheaper than a fresh buffer per read for the GC).
  */
 const READ_CHUNK_BYTES = 256 * 1024;
-
-/** Pause before accepting again after a failed accept (e.g. out of descriptors), as Go's. */
-const ACCEPT_RETRY_MS = 50;
 
 /** Options of {@link UnixSocket}. */
 export interface UnixSocketOptions {
@@ -252,13 +250,11 @@ export function connectUnix(path: string, options: UnixSocketOptions = {}): Unix
 export class UnixSocketListener {
   /** The socket path. */
   readonly path: string;
-  readonly #listener: Deno.UnixListener;
-  #accepting: Promise<void> = Promise.resolve();
-  #closing: Promise<void> | undefined;
+  readonly #conns: ConnListener;
 
-  private constructor(path: string, listener: Deno.UnixListener) {
+  private constructor(path: string, conns: ConnListener) {
     this.path = path;
-    this.#listener = listener;
+    this.#conns = conns;
   }
 
   /**
@@ -287,35 +283,10 @@ export class UnixSocketListener {
    * connection; accepting goes on.
    */
   static listenConns(path: string, onConn: (conn: Deno.Conn) => void): UnixSocketListener {
-    const listener = new UnixSocketListener(path, Deno.listen({ transport: "unix", path }));
-    listener.#accepting = listener.#accept(onConn);
-    return listener;
-  }
-
-  async #accept(onConn: (conn: Deno.Conn) => void): Promise<void> {
-    while (this.#closing === undefined) {
-      let conn: Deno.Conn;
-      try {
-        conn = await this.#listener.accept();
-      } catch {
-        if (this.#closing !== undefined) return;
-        // EMFILE and friends: the connection waits in the backlog; try again shortly.
-        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
-        continue;
-      }
-      if (this.#closing !== undefined) {
-        conn.close();
-        return;
-      }
-      try {
-        onConn(conn);
-      } catch {
-        // A consumer that cannot take the connection drops it; accepting goes on.
-        try {
-          conn.close();
-        } catch { /* closed by the consumer */ }
-      }
-    }
+    return new UnixSocketListener(
+      path,
+      new ConnListener(Deno.listen({ transport: "unix", path }), onConn),
+    );
   }
 
   /**
@@ -323,12 +294,6 @@ export class UnixSocketListener {
    * (that happens only after the pending accept has settled). Safe to call twice.
    */
   close(): Promise<void> {
-    this.#closing ??= (async () => {
-      try {
-        this.#listener.close();
-      } catch { /* already closed */ }
-      await this.#accepting;
-    })();
-    return this.#closing;
+    return this.#conns.close();
   }
 }

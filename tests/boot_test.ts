@@ -3,6 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { ctr, ctrMissing, curlConnect, REPO, runLauncher, sh, startDaemon } from "./harness.ts";
+import { connect } from "../client/mod.ts";
 
 const skip = ctrMissing();
 if (skip) console.error(`boot_test: ${skip}`);
@@ -420,6 +421,12 @@ Deno.test("grpc.tcp_address serves the same API over TCP", async () => {
     );
     assert.equal(json.code, 0, json.stderr);
     assert.ok(JSON.parse(json.stdout).version);
+    // gRPC over the same listener: the TS client, several calls on one connection.
+    await using client = connect({ address: bound, timeoutMs: 10_000 });
+    const calls = await Promise.all(Array.from({ length: 20 }, () => client.version.get()));
+    assert.ok(calls.every((v) => v.version === JSON.parse(json.stdout).version));
+    await client.namespaces.create("over-tcp");
+    assert.ok((await client.namespaces.list()).some((ns) => ns.name === "over-tcp"));
   } finally {
     await daemon.stop();
   }
