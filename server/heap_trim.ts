@@ -58,12 +58,18 @@ function unrefTimeout(fn: () => void, ms: number): () => void {
 export interface HeapTrimmer {
   /** `bytes` of traffic moved through memory just now. */
   note(bytes: number): void;
+  /**
+   * A known burst just ended (boot: loading modules and plugins leaves ~7 MiB of garbage):
+   * trim once the daemon has been quiet for `quietMs`, however few bytes were noted. Traffic
+   * meanwhile (a client's first calls) postpones it the same way.
+   */
+  burstEnded(quietMs: number): void;
   /** Stop: cancel a pending trim. */
   close(): void;
 }
 
 /** A trimmer that never trims. */
-export const NO_HEAP_TRIM: HeapTrimmer = { note() {}, close() {} };
+export const NO_HEAP_TRIM: HeapTrimmer = { note() {}, burstEnded() {}, close() {} };
 
 /**
  * A full garbage collection (so the chunks of the burst are freed, not just unreachable),
@@ -109,13 +115,15 @@ export function createHeapTrimmer(options: HeapTrimOptions = {}): HeapTrimmer {
   let trim: (() => void) | undefined | null = options.trim ?? null;
   let moved = 0;
   let lastAt = 0;
+  /** Quiet time the pending trim waits for: idleMs, or burstEnded's. */
+  let waitMs = idleMs;
   let cancel: (() => void) | undefined;
   const fire = async () => {
     cancel = undefined;
     const quiet = now() - lastAt;
-    if (quiet < idleMs) {
+    if (quiet < waitMs) {
       // Traffic went on: look again when it may have paused.
-      cancel = schedule(fire, idleMs - quiet);
+      cancel = schedule(fire, waitMs - quiet);
       return;
     }
     if (trim === null) trim = await collectAndTrim(log);
@@ -127,6 +135,7 @@ export function createHeapTrimmer(options: HeapTrimOptions = {}): HeapTrimmer {
       ms: Number((now() - started).toFixed(1)),
     });
     moved = 0;
+    waitMs = idleMs;
   };
   return {
     note(bytes: number): void {
@@ -135,6 +144,14 @@ export function createHeapTrimmer(options: HeapTrimOptions = {}): HeapTrimmer {
       if (cancel === undefined && moved >= minBytes && trim !== undefined) {
         cancel = schedule(fire, idleMs);
       }
+    },
+    burstEnded(quietMs: number): void {
+      if (trim === undefined) return;
+      moved = Math.max(moved, minBytes);
+      lastAt = now();
+      waitMs = quietMs;
+      cancel?.();
+      cancel = schedule(fire, quietMs);
     },
     close(): void {
       cancel?.();

@@ -86,3 +86,31 @@ Deno.test("heap trim: glibc's malloc_trim runs here without failing", async () =
   await new Promise((r) => setTimeout(r, 50));
   trimmer.close();
 });
+
+Deno.test("heap trim: after a known burst, once quiet for its own time, whatever was noted", () => {
+  const time = fakeTime();
+  let trims = 0;
+  const trimmer = createHeapTrimmer({
+    minBytes: 1 << 20,
+    idleMs: 2000,
+    trim: () => trims++,
+    now: time.now,
+    schedule: time.schedule,
+  });
+  trimmer.burstEnded(500);
+  time.advance(499);
+  assert.equal(trims, 0, "not quiet long enough");
+  time.advance(1);
+  assert.equal(trims, 1, "quiet for 500 ms: trimmed, though no bytes were noted");
+  // Traffic right after it (a client's first calls) postpones it by the same quiet time.
+  trimmer.burstEnded(500);
+  time.advance(300);
+  trimmer.note(10);
+  time.advance(499);
+  assert.equal(trims, 1, "traffic came: quiet again for 500 ms first");
+  time.advance(1);
+  assert.equal(trims, 2);
+  time.advance(10_000);
+  assert.equal(trims, 2, "once");
+  assert.equal(time.pending, 0);
+});

@@ -537,7 +537,11 @@ Deno.test("at trace level every finished RPC logs its method and duration", asyn
 
 Deno.test("every finished RPC, on any protocol, is noted to the heap trimmer", async () => {
   let noted = 0;
-  const heapTrimmer: HeapTrimmer = { note: (bytes) => noted += bytes, close() {} };
+  const heapTrimmer: HeapTrimmer = {
+    note: (bytes) => noted += bytes,
+    burstEnded() {},
+    close() {},
+  };
   await withServer(async (s) => {
     for (const kind of ALL_KINDS) {
       await withClient(s, kind, async (t) => {
