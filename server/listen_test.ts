@@ -194,6 +194,16 @@ Deno.test("listenTcp serves an H2Server over TCP; closeServer stops it and its s
     session.destroy();
   }
   await assert.rejects(listenTcp(new H2Server(), "127.0.0.1:x"), /bad port/);
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const { port } = taken.addr as Deno.NetAddr;
+    await assert.rejects(
+      listenTcp(new H2Server(), `127.0.0.1:${port}`),
+      new RegExp(`listen on 127\\.0\\.0\\.1:${port}: .*in use`, "i"),
+    );
+  } finally {
+    taken.close();
+  }
 });
 
 Deno.test("closeServer lets a running stream finish, then closes; a hung one is cut at grace", async () => {
