@@ -29,53 +29,51 @@ function fakeTime() {
   };
 }
 
-Deno.test("heap trim: once after enough traffic and a quiet spell, not before", () => {
+/** A trimmer on fake time that counts its trims. */
+function countingTrimmer(minBytes: number, idleMs: number) {
   const time = fakeTime();
-  let trims = 0;
+  const counted = { trims: 0 };
   const trimmer = createHeapTrimmer({
-    minBytes: 100,
-    idleMs: 1000,
-    trim: () => trims++,
+    minBytes,
+    idleMs,
+    trim: () => counted.trims++,
     now: time.now,
     schedule: time.schedule,
   });
+  return { time, trimmer, counted };
+}
+
+Deno.test("heap trim: once after enough traffic and a quiet spell, not before", () => {
+  const { time, trimmer, counted } = countingTrimmer(100, 1000);
   trimmer.note(60);
   time.advance(5000);
-  assert.equal(trims, 0, "below minBytes");
+  assert.equal(counted.trims, 0, "below minBytes");
   trimmer.note(60);
   // Traffic keeps coming: no trim while it does.
   for (let i = 0; i < 10; i++) {
     time.advance(500);
     trimmer.note(1);
   }
-  assert.equal(trims, 0, "still busy");
+  assert.equal(counted.trims, 0, "still busy");
   time.advance(999);
-  assert.equal(trims, 0, "not quiet long enough");
+  assert.equal(counted.trims, 0, "not quiet long enough");
   time.advance(1);
-  assert.equal(trims, 1, "after the quiet spell");
+  assert.equal(counted.trims, 1, "after the quiet spell");
   time.advance(10_000);
-  assert.equal(trims, 1, "once per burst");
+  assert.equal(counted.trims, 1, "once per burst");
   assert.equal(time.pending, 0);
   trimmer.note(200);
   time.advance(1000);
-  assert.equal(trims, 2, "the next burst");
+  assert.equal(counted.trims, 2, "the next burst");
 });
 
 Deno.test("heap trim: close cancels a pending trim", () => {
-  const time = fakeTime();
-  let trims = 0;
-  const trimmer = createHeapTrimmer({
-    minBytes: 1,
-    idleMs: 10,
-    trim: () => trims++,
-    now: time.now,
-    schedule: time.schedule,
-  });
+  const { time, trimmer, counted } = countingTrimmer(1, 10);
   trimmer.note(10);
   assert.equal(time.pending, 1);
   trimmer.close();
   time.advance(100);
-  assert.equal(trims, 0);
+  assert.equal(counted.trims, 0);
   assert.equal(time.pending, 0);
 });
 
@@ -88,29 +86,21 @@ Deno.test("heap trim: glibc's malloc_trim runs here without failing", async () =
 });
 
 Deno.test("heap trim: after a known burst, once quiet for its own time, whatever was noted", () => {
-  const time = fakeTime();
-  let trims = 0;
-  const trimmer = createHeapTrimmer({
-    minBytes: 1 << 20,
-    idleMs: 2000,
-    trim: () => trims++,
-    now: time.now,
-    schedule: time.schedule,
-  });
+  const { time, trimmer, counted } = countingTrimmer(1 << 20, 2000);
   trimmer.burstEnded(500);
   time.advance(499);
-  assert.equal(trims, 0, "not quiet long enough");
+  assert.equal(counted.trims, 0, "not quiet long enough");
   time.advance(1);
-  assert.equal(trims, 1, "quiet for 500 ms: trimmed, though no bytes were noted");
+  assert.equal(counted.trims, 1, "quiet for 500 ms: trimmed, though no bytes were noted");
   // Traffic right after it (a client's first calls) postpones it by the same quiet time.
   trimmer.burstEnded(500);
   time.advance(300);
   trimmer.note(10);
   time.advance(499);
-  assert.equal(trims, 1, "traffic came: quiet again for 500 ms first");
+  assert.equal(counted.trims, 1, "traffic came: quiet again for 500 ms first");
   time.advance(1);
-  assert.equal(trims, 2);
+  assert.equal(counted.trims, 2);
   time.advance(10_000);
-  assert.equal(trims, 2, "once");
+  assert.equal(counted.trims, 2, "once");
   assert.equal(time.pending, 0);
 });
