@@ -30,12 +30,17 @@ function fakeTime() {
 }
 
 /** A trimmer on fake time that counts its trims. */
-function countingTrimmer(minBytes: number, idleMs: number) {
+function countingTrimmer(
+  minBytes: number,
+  idleMs: number,
+  calls: { minCalls?: number; callIdleMs?: number } = {},
+) {
   const time = fakeTime();
   const counted = { trims: 0 };
   const trimmer = createHeapTrimmer({
     minBytes,
     idleMs,
+    ...calls,
     trim: () => counted.trims++,
     now: time.now,
     schedule: time.schedule,
@@ -101,6 +106,32 @@ Deno.test("heap trim: after a known burst, once quiet for its own time, whatever
   time.advance(1);
   assert.equal(counted.trims, 2);
   time.advance(10_000);
+  assert.equal(counted.trims, 2, "once");
+  assert.equal(time.pending, 0);
+});
+
+Deno.test("heap trim: calls wait for their own, longer quiet; bulk bytes meanwhile shorten it", () => {
+  const { time, trimmer, counted } = countingTrimmer(1000, 2000, {
+    minCalls: 10,
+    callIdleMs: 10_000,
+  });
+  for (let i = 0; i < 9; i++) trimmer.noteCall();
+  time.advance(60_000);
+  assert.equal(counted.trims, 0, "below minCalls");
+  trimmer.noteCall();
+  time.advance(9_999);
+  assert.equal(counted.trims, 0, "calls alone wait 10 s");
+  time.advance(1);
+  assert.equal(counted.trims, 1);
+  // A burst of calls, then bulk bytes: the bytes' 2 s apply from the last traffic.
+  for (let i = 0; i < 10; i++) trimmer.noteCall();
+  time.advance(1000);
+  trimmer.note(1000);
+  time.advance(1999);
+  assert.equal(counted.trims, 1, "not quiet for 2 s yet");
+  time.advance(1);
+  assert.equal(counted.trims, 2, "bulk bytes: 2 s of quiet is enough");
+  time.advance(60_000);
   assert.equal(counted.trims, 2, "once");
   assert.equal(time.pending, 0);
 });

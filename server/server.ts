@@ -145,8 +145,9 @@ export class Server {
     const events = new Exchange();
     const stopping = new AbortController();
     // One trimmer for the whole daemon: RPC calls and plugins' bulk data feed it (heap_trim.ts).
-    // 8 MiB ≈ 500 RPCs: ten `ctr run --rm` (~600 RPCs) left RSS 24 MiB above idle, 5 MiB after
-    // a trim (GC + malloc_trim, 32 ms, run only once the daemon was idle for 2 s).
+    // 8 MiB of content, or 512 calls: ten `ctr run --rm` (~600 RPCs) left RSS 24 MiB above
+    // idle, 5 MiB after a trim (GC + malloc_trim, 32 ms). Content trims after 2 s of quiet,
+    // calls after 10 s: a trim costs the next calls their optimized code (heap_trim.ts).
     const heapTrimmer = createHeapTrimmer({ log, minBytes: 8 << 20 });
     stopping.signal.addEventListener("abort", () => heapTrimmer.close(), { once: true });
     const grpcAddress = config.grpc.address;
