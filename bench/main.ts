@@ -47,6 +47,7 @@ import {
   FULL_SIZES,
   QUICK_SIZES,
   runScenarios,
+  SETTLE_MS,
 } from "./scenarios.ts";
 
 /** Scenarios of this module; the data scenarios are bench/scenarios.ts's. */
@@ -480,7 +481,9 @@ async function main(): Promise<void> {
       options.quick ? " — **--quick smoke run: smaller sizes and counts**" : " (full sizes)"
     }`,
     `- unary: one raw node:http2 gRPC client process per point, ${options.warmupMs} ms warm-up + ${options.durationMs} ms measured; ${options.repeat} rounds, target order rotating; req/s is the median [min–max] of the rounds, p50/p99 the median of the rounds`,
-    "- data scenarios (content, images, containers, scale, memory): one daemon of each kind running side by side for all of them, repeats alternating which daemon goes first; ratios are of medians; MB/s = 10^6 bytes/s; ctr is Debian's ctr 1.6.20 for both; RSS checkpoints after a load scenario are taken after 3 s without traffic, for both daemons",
+    `- data scenarios (content, images, containers, scale, memory): one daemon of each kind running side by side for all of them, repeats alternating which daemon goes first; ratios are of medians; MB/s = 10^6 bytes/s; ctr is Debian's ctr 1.6.20 for both; RSS checkpoints after a load scenario are taken after ${
+      SETTLE_MS / 1000
+    } s without traffic, for both daemons`,
     "- the host is shared: other work running beside the bench moves the numbers; compare columns of one run",
     "",
     renderTable(rows),

@@ -16,8 +16,8 @@
  * - scale: namespaces List and images List latency with the small and large object counts
  *   (created with the project's TS client, client/mod.ts: namespaces, then image records with
  *   two labels and a manifest target in one namespace), growth factor large/small.
- * - memory: daemon RSS idle, and 3 s after each load scenario and after the large object
- *   counts (RSS at rest, the same wait for both daemons).
+ * - memory: daemon RSS idle, and {@link SETTLE_MS} after each load scenario and after the large
+ *   object counts (RSS at rest, the same wait for both daemons).
  *
  * @example
  * ```ts
@@ -704,9 +704,9 @@ async function scaleScenario(
 /**
  * Quiet time before an RSS checkpoint after a load scenario, for both daemons alike: RSS at
  * rest, after each runtime had its chance to hand memory back (Go's scavenger; ours trims
- * 2 s after a burst of traffic pauses, server/heap_trim.ts).
+ * 2 s after bulk data and 10 s after calls alone, server/heap_trim.ts).
  */
-const SETTLE_MS = 3000;
+export const SETTLE_MS = 12_000;
 
 /** Record every running daemon's RSS under `label`. */
 async function checkpoint(session: Session, label: string): Promise<void> {
