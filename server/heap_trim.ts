@@ -12,8 +12,9 @@
  *   collection and `malloc_trim(0)` (70 ms) brought it back to 97 MiB.
  *
  * {@link HeapTrimmer.note} counts bulk bytes (content moved) and {@link HeapTrimmer.noteCall}
- * finished RPCs. Once at least `minBytes` were noted and nothing more for `idleMs`, or at least
- * `minCalls` calls and nothing more for `callIdleMs`, a full garbage collection runs (the
+ * finished RPCs. Once at least `minBytes` were noted and nothing more for `idleMs`, or calls
+ * and bytes together reach their thresholds (`calls / minCalls + bytes / minBytes >= 1`) and
+ * nothing more came for `callIdleMs`, a full garbage collection runs (the
  * burst's garbage is unreachable but not yet collected while the daemon idles), then
  * `malloc_trim(0)` (through FFI; glibc only: elsewhere, or without FFI permission, the trimmer
  * does nothing and says so at debug level). The server makes one trimmer and hands it to the
@@ -147,7 +148,9 @@ export function createHeapTrimmer(options: HeapTrimOptions = {}): HeapTrimmer {
   const wanted = (): number | undefined => {
     let wait = burstQuietMs ?? Infinity;
     if (moved >= minBytes) wait = Math.min(wait, idleMs);
-    if (calls >= minCalls) wait = Math.min(wait, callIdleMs);
+    // Calls and bytes add up (400 calls that also read 3 MiB of content are worth a trim),
+    // but only bulk bytes past their own threshold earn the short wait.
+    else if (calls / minCalls + moved / minBytes >= 1) wait = Math.min(wait, callIdleMs);
     return wait === Infinity ? undefined : wait;
   };
   /** Schedule a check, or move a pending one earlier when the traffic now asks less quiet. */
@@ -189,7 +192,7 @@ export function createHeapTrimmer(options: HeapTrimOptions = {}): HeapTrimmer {
     noteCall(): void {
       calls++;
       lastAt = now();
-      if (calls >= minCalls) arm();
+      arm();
     },
     burstEnded(quietMs: number): void {
       burstQuietMs = quietMs;

@@ -131,7 +131,17 @@ Deno.test("heap trim: calls wait for their own, longer quiet; bulk bytes meanwhi
   assert.equal(counted.trims, 1, "not quiet for 2 s yet");
   time.advance(1);
   assert.equal(counted.trims, 2, "bulk bytes: 2 s of quiet is enough");
+  // Calls and bytes add up: 5 calls (half of minCalls) and 500 bytes (half of minBytes).
+  for (let i = 0; i < 5; i++) trimmer.noteCall();
+  trimmer.note(499);
   time.advance(60_000);
-  assert.equal(counted.trims, 2, "once");
+  assert.equal(counted.trims, 2, "not quite enough together");
+  trimmer.note(1);
+  time.advance(9_999);
+  assert.equal(counted.trims, 2, "together, the calls' quiet time applies");
+  time.advance(1);
+  assert.equal(counted.trims, 3);
+  time.advance(60_000);
+  assert.equal(counted.trims, 3, "once");
   assert.equal(time.pending, 0);
 });
