@@ -75,6 +75,7 @@ import {
 } from "./platforms.ts";
 import type { CallOptions } from "./rpc.ts";
 import { DEFAULT_SNAPSHOTTER } from "./snapshots.ts";
+import { concatBytes } from "../server/bytes.ts";
 
 /** What `onProgress` reports. */
 export interface ImportProgress {
@@ -209,13 +210,7 @@ async function collect(body: AsyncIterable<Uint8Array>, limit = Infinity): Promi
     chunks.push(part.slice());
     n += part.length;
   }
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
+  return concatBytes(chunks, n);
 }
 
 async function drain(body: AsyncIterable<Uint8Array>): Promise<void> {

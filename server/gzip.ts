@@ -16,6 +16,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Compression } from "@connectrpc/connect/protocol";
+import { concatBytes } from "./bytes.ts";
 
 async function collect(
   stream: ReadableStream<Uint8Array>,
@@ -37,13 +38,7 @@ async function collect(
     }
     parts.push(value);
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
+  return concatBytes(parts, size);
 }
 
 function through(bytes: Uint8Array, transform: CompressionStream | DecompressionStream) {

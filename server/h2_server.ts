@@ -34,6 +34,7 @@
 import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
 import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
+import { concatBytes } from "./bytes.ts";
 
 /** HTTP/2 error codes (RFC 9113 section 7) the server sends or receives. */
 export const H2_ERROR = {
@@ -687,13 +688,7 @@ export class H2Session extends EventEmitter {
     }
     if ((flags & END_HEADERS) === 0) return;
     this.#continuation = undefined;
-    const block = new Uint8Array(pending.bytes);
-    let at = 0;
-    for (const part of pending.parts) {
-      block.set(part, at);
-      at += part.byteLength;
-    }
-    this.#onHeaderBlock(pending.flags, id, block);
+    this.#onHeaderBlock(pending.flags, id, concatBytes(pending.parts, pending.bytes));
   }
 
   #onHeaderBlock(flags: number, id: number, block: Uint8Array): void {
@@ -922,16 +917,7 @@ export class H2Session extends EventEmitter {
           take++;
         }
         const parts = this.#out.splice(0, take);
-        let joined: Uint8Array;
-        if (parts.length === 1) joined = parts[0]!;
-        else {
-          joined = new Uint8Array(bytes);
-          let at = 0;
-          for (const part of parts) {
-            joined.set(part, at);
-            at += part.byteLength;
-          }
-        }
+        const joined = parts.length === 1 ? parts[0]! : concatBytes(parts, bytes);
         let written = 0;
         while (written < joined.byteLength) {
           written += await this.#conn.write(joined.subarray(written));

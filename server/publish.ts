@@ -30,6 +30,7 @@ import { type Any, AnySchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import type { CommandContext } from "./cli.ts";
 import { loadConfig } from "./config.ts";
+import { concatBytes } from "./bytes.ts";
 import { ErrdefsError, InvalidArgumentError } from "./errdefs.ts";
 import { grpcMessageOf } from "./interceptors.ts";
 import { Events } from "../proto/gen/containerd/services/events/v1/events_pb.ts";
@@ -115,13 +116,7 @@ async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> 
     chunks.push(chunk);
     length += chunk.byteLength;
   }
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
+  return concatBytes(chunks, length);
 }
 
 /**

@@ -24,6 +24,7 @@ import assert from "node:assert/strict";
 import { join, relative, resolve, sep } from "node:path";
 import { Code, codeOf } from "../../server/errdefs.ts";
 import { Sha256, sha256Digest } from "../../server/digest.ts";
+import { concatBytes } from "../../server/bytes.ts";
 import type { BlobInfo, ContentStore, ContentWriter } from "./api.ts";
 
 /** What a suite factory returns: a fresh, empty store and how to dispose of it. */
@@ -66,13 +67,7 @@ async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
     parts.push(chunk);
     length += chunk.byteLength;
   }
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
+  return concatBytes(parts, length);
 }
 
 async function rejectsWith(
