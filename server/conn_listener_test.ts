@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatBytes } from "./bytes.ts";
 import { ConnListener } from "./conn_listener.ts";
 
 async function readAll(conn: Deno.Conn): Promise<string> {
@@ -9,7 +10,7 @@ async function readAll(conn: Deno.Conn): Promise<string> {
     if (n === null) break;
     chunks.push(buf.slice(0, n));
   }
-  return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+  return new TextDecoder().decode(concatBytes(chunks));
 }
 
 Deno.test("ConnListener hands each connection over; a callback that throws drops only that one", async () => {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { Buffer } from "node:buffer";
 import { H2_ERROR, H2Server, type H2ServerOptions, type H2Session } from "./h2_server.ts";
+import { concatBytes } from "./bytes.ts";
 import { encodeHeaders, HpackDecoder } from "./hpack.ts";
 import { connectUnix, UnixSocketListener } from "./unix_socket.ts";
 
@@ -72,6 +73,30 @@ interface Frame {
 }
 
 /** A hand-driven HTTP/2 client for what node's client will not send. */
+/**
+ * Hand each frame whole in `data` to `onFrame` (its payload a view into `data`); returns the
+ * bytes of a frame not yet whole.
+ */
+function takeFrames(
+  data: Uint8Array,
+  onFrame: (frame: Frame) => void,
+): Uint8Array<ArrayBuffer> {
+  let at = 0;
+  while (data.length - at >= 9) {
+    const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
+    if (data.length - at < 9 + length) break;
+    const id = new DataView(data.buffer, data.byteOffset + at + 5, 4).getUint32(0) & 0x7fffffff;
+    onFrame({
+      type: data[at + 3]!,
+      flags: data[at + 4]!,
+      id,
+      payload: data.subarray(at + 9, at + 9 + length),
+    });
+    at += 9 + length;
+  }
+  return data.slice(at);
+}
+
 class RawClient {
   readonly conn: Deno.Conn;
   readonly frames: Frame[] = [];
@@ -104,17 +129,10 @@ class RawClient {
         n = null;
       }
       if (n === null) break;
-      const joined = new Uint8Array(data.length + n);
-      joined.set(data);
-      joined.set(buf.subarray(0, n), data.length);
-      data = joined;
-      while (data.length >= 9) {
-        const len = (data[0]! << 16) | (data[1]! << 8) | data[2]!;
-        if (data.length < 9 + len) break;
-        const id = new DataView(data.buffer, data.byteOffset + 5, 4).getUint32(0) & 0x7fffffff;
-        this.frames.push({ type: data[3]!, flags: data[4]!, id, payload: data.slice(9, 9 + len) });
-        data = data.slice(9 + len);
-      }
+      data = takeFrames(
+        concatBytes([data, buf.subarray(0, n)]),
+        (f) => this.frames.push({ ...f, payload: f.payload.slice() }),
+      );
       this.#wake?.();
     }
     this.closed = true;
@@ -538,17 +556,9 @@ Deno.test("H2Server: a client that sends but does not read is no longer read fro
     while (acks < pings) {
       const n = await conn.read(buf);
       if (n === null) throw new Error(`connection ended after ${acks} of ${pings} PING answers`);
-      const data = new Uint8Array(carry.length + n);
-      data.set(carry);
-      data.set(buf.subarray(0, n), carry.length);
-      let i = 0;
-      while (data.length - i >= 9) {
-        const length = (data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!;
-        if (data.length - i < 9 + length) break;
-        if (data[i + 3] === TYPE.PING && data[i + 4] === 1) acks++;
-        i += 9 + length;
-      }
-      carry = data.slice(i);
+      carry = takeFrames(concatBytes([carry, buf.subarray(0, n)]), (f) => {
+        if (f.type === TYPE.PING && f.flags === 1) acks++;
+      });
     }
     await sending;
     assert.equal(acks, pings);
