@@ -73,7 +73,9 @@ export interface DebugVarsInput {
 
 /**
  * The daemon's `/debug/vars`: `pid`, `startedAt`, `uptimeSeconds`, `cmdline`, `versions`
- * (deno, v8, typescript), `memory` (Deno.memoryUsage, bytes), `rpcsInFlight` and `plugins`
+ * (deno, v8, typescript), `memory` (Deno.memoryUsage, bytes), `heapSpaces` (each V8 heap
+ * space's size, used, available and resident bytes: whether the young generation has the size
+ * the launcher's V8 flags ask for, and where the heap grew), `rpcsInFlight` and `plugins`
  * (uri, status, initMs, error). Go's expvar has `cmdline` and `memstats`; these are the Deno
  * facts an operator needs for the same questions.
  */
@@ -95,9 +97,31 @@ export function debugVars(input: DebugVarsInput): Record<string, unknown> {
     cmdline: [Deno.execPath(), ...Deno.args],
     versions: { deno: Deno.version.deno, v8: Deno.version.v8, typescript: Deno.version.typescript },
     memory: Deno.memoryUsage(),
+    heapSpaces: heapSpaces(),
     rpcsInFlight: input.inFlight(),
     plugins,
   };
+}
+
+/** One V8 heap space in `/debug/vars`, in bytes. */
+export interface HeapSpaceVar {
+  size: number;
+  used: number;
+  available: number;
+  physical: number;
+}
+
+function heapSpaces(): Record<string, HeapSpaceVar> {
+  const spaces: Record<string, HeapSpaceVar> = {};
+  for (const space of v8.getHeapSpaceStatistics()) {
+    spaces[space.space_name] = {
+      size: space.space_size,
+      used: space.space_used_size,
+      available: space.space_available_size,
+      physical: space.physical_space_size,
+    };
+  }
+  return spaces;
 }
 
 /** Options of {@link startDebugServer}. */

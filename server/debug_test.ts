@@ -150,6 +150,9 @@ Deno.test("debug server on TCP: vars, index, heap snapshot, cpu profile, errors"
     for (const key of ["pid", "uptimeSeconds", "memory", "versions", "rpcsInFlight", "plugins"]) {
       assert.ok(key in json, `missing ${key}`);
     }
+    const young = json.heapSpaces.new_space;
+    assert.ok(young.used > 0 && young.used <= young.size, JSON.stringify(young));
+    assert.ok(json.heapSpaces.old_space.physical > 0, JSON.stringify(json.heapSpaces));
 
     const index = await get(address, "/debug/pprof/");
     assert.equal(index.status, 200);

@@ -205,6 +205,10 @@ Deno.test({
       assert.equal(vars.code, 0, vars.stderr);
       const parsed = JSON.parse(vars.stdout);
       assert.ok(JSON.stringify(parsed).includes("io.containerd.grpc.v1.version"), vars.stdout);
+      // The launcher's V8 flags reached the daemon: a young generation of 16 MiB less page
+      // headers (V8's default starts at 1 MiB), under deno run or as the compiled binary.
+      const young = parsed.heapSpaces.new_space;
+      assert.ok(young.used + young.available >= 15 * 1024 * 1024, JSON.stringify(young));
     } finally {
       await daemon.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -34,6 +34,8 @@ const compile = await new Deno.Command(Deno.execPath(), {
   args: [
     "compile",
     "--allow-all",
+    // Baked into the binary, as bin/containerd-ts passes it to `deno run`.
+    "--v8-flags=--min-semi-space-size=16",
     "--config",
     `${root}/deno.json`,
     "--output",
