@@ -93,8 +93,10 @@ const MIN_REQUESTS_PER_PART = 4;
 const READ_CHUNK_BYTES = 256 * 1024;
 /** Unsent bytes (queued on a stream plus waiting for the socket) before `write` says wait. */
 const WRITE_HIGH_WATER = 1 << 20;
-/** Bytes of frames joined into one socket write at most. */
-const MAX_WRITE_BYTES = 1 << 20;
+/** Bytes of frames joined into one socket write at most: the size of a pooled join buffer. */
+const MAX_WRITE_BYTES = 256 * 1024;
+/** Join buffers a server keeps for reuse once no write uses them. */
+const POOLED_JOIN_BUFFERS = 2;
 /**
  * Frames waiting for the socket before the session stops reading the client. A client that
  * sends (PINGs, SETTINGS, requests) but never reads would otherwise grow the queue of answers
@@ -153,6 +155,16 @@ function frameHeader(
   target[at + 6] = (id >>> 16) & 0xff;
   target[at + 7] = (id >>> 8) & 0xff;
   target[at + 8] = id & 0xff;
+}
+
+/** Copy `parts` (`bytes` in all) to the start of `buffer`; the filled view. */
+function joinInto(buffer: Uint8Array, parts: readonly Uint8Array[], bytes: number): Uint8Array {
+  let at = 0;
+  for (const part of parts) {
+    buffer.set(part, at);
+    at += part.byteLength;
+  }
+  return buffer.subarray(0, bytes);
 }
 
 function frame(type: number, flags: number, id: number, payload?: Uint8Array): Uint8Array {
@@ -242,7 +254,10 @@ export class H2Stream extends EventEmitter {
     if (endStream) this.#localEnd();
   }
 
-  /** Queue body bytes; false when the caller should wait for `drain`. */
+  /**
+   * Queue body bytes; false when the caller should wait for `drain`. The bytes are not copied
+   * until they are written to the socket: the caller must not change them after this call.
+   */
   write(chunk: Uint8Array): boolean {
     if (this.#ending || this.localEnded || this.closed) {
       throw new Error(`stream ${this.id}: write after end`);
@@ -257,7 +272,7 @@ export class H2Stream extends EventEmitter {
     return ok;
   }
 
-  /** Queue the last body bytes; END_STREAM, or `wantTrailers`, follows them. */
+  /** Queue the last body bytes (not copied, as with `write`); END_STREAM or `wantTrailers` follows. */
   end(chunk?: Uint8Array): void {
     if (this.#ending || this.localEnded || this.closed) return;
     if (chunk !== undefined && chunk.byteLength > 0) {
@@ -881,10 +896,14 @@ export class H2Session extends EventEmitter {
   }
 
   #enqueueData(id: number, bytes: Uint8Array, flags: number): void {
-    const out = new Uint8Array(9 + bytes.byteLength);
-    frameHeader(out, 0, bytes.byteLength, DATA, flags, id);
-    out.set(bytes, 9);
-    this.#enqueue(out);
+    // The payload is queued as it is, behind its own 9-byte header: the one copy it gets is
+    // the join into a pooled write buffer. (A frame buffer per DATA frame was 2 of the 4
+    // ArrayBuffers a 32 KiB content read allocated; their external memory alone set off V8's
+    // full collections, about one per 64 MiB allocated.)
+    const head = new Uint8Array(9);
+    frameHeader(head, 0, bytes.byteLength, DATA, flags, id);
+    this.#enqueue(head);
+    if (bytes.byteLength > 0) this.#enqueue(bytes);
   }
 
   #enqueue(bytes: Uint8Array): void {
@@ -917,10 +936,16 @@ export class H2Session extends EventEmitter {
           take++;
         }
         const parts = this.#out.splice(0, take);
-        const joined = parts.length === 1 ? parts[0]! : concatBytes(parts, bytes);
-        let written = 0;
-        while (written < joined.byteLength) {
-          written += await this.#conn.write(joined.subarray(written));
+        const buffer = parts.length === 1 ? undefined : this.#server.takeJoinBuffer(bytes);
+        const joined = buffer === undefined ? parts[0]! : joinInto(buffer, parts, bytes);
+        try {
+          let written = 0;
+          while (written < joined.byteLength) {
+            written += await this.#conn.write(joined.subarray(written));
+          }
+        } finally {
+          // Written (or failed): no write op holds the buffer any more.
+          if (buffer !== undefined) this.#server.returnJoinBuffer(buffer);
         }
         this.#outBytes -= bytes;
         this.#wakeDrainWaiters();
@@ -1007,6 +1032,8 @@ export class H2Session extends EventEmitter {
  */
 export class H2Server extends EventEmitter {
   readonly #options: Required<H2ServerOptions>;
+  /** Join buffers no write holds, for the next session that joins frames. */
+  readonly #joinBuffers: Uint8Array[] = [];
 
   /** A server granting the given windows. */
   constructor(options: H2ServerOptions = {}) {
@@ -1016,6 +1043,23 @@ export class H2Server extends EventEmitter {
       connectionWindowBytes: options.connectionWindowBytes ?? DEFAULT_WINDOW,
       maxConcurrentStreams: options.maxConcurrentStreams ?? 1000,
     };
+  }
+
+  /**
+   * A buffer of at least `bytes` to join frames into for one write, given back with
+   * {@link returnJoinBuffer} once the write is done. Shared by the sessions so that joins
+   * allocate nothing in the steady state, whatever the number of connections.
+   */
+  takeJoinBuffer(bytes: number): Uint8Array {
+    if (bytes > MAX_WRITE_BYTES) return new Uint8Array(bytes);
+    return this.#joinBuffers.pop() ?? new Uint8Array(MAX_WRITE_BYTES);
+  }
+
+  /** Give back a buffer from {@link takeJoinBuffer}; at most a few are kept. */
+  returnJoinBuffer(buffer: Uint8Array): void {
+    if (buffer.byteLength === MAX_WRITE_BYTES && this.#joinBuffers.length < POOLED_JOIN_BUFFERS) {
+      this.#joinBuffers.push(buffer);
+    }
   }
 
   /** Serve one accepted connection until it ends. */

@@ -296,6 +296,85 @@ Deno.test("H2Server: uploads and downloads larger than every window arrive whole
   }
 });
 
+Deno.test("H2Server: sessions whose writes wait at once never share a join buffer", async () => {
+  const s = await serve();
+  const size = 2 << 20;
+  const pattern = (k: number, i: number) => (k * 31 + i) % 251;
+  s.server.on("stream", (stream, headers) => {
+    const k = Number(String(headers[":path"]).slice(1));
+    stream.respond({ ":status": "200" });
+    // 8 KiB writes, each a DATA payload of its own: every socket write is a join.
+    for (let at = 0; at < size; at += 8192) {
+      stream.write(new Uint8Array(8192).map((_, i) => pattern(k, at + i)));
+    }
+    stream.end();
+  });
+  // Raw clients granting 16 MiB windows and reading nothing at first: the server's writes
+  // fill the socket buffers and wait, each holding its join buffer, while the others write.
+  const settings = new Uint8Array(6);
+  new DataView(settings.buffer).setUint16(0, 4); // SETTINGS_INITIAL_WINDOW_SIZE
+  new DataView(settings.buffer).setUint32(2, 16 << 20);
+  const grow = new Uint8Array(4);
+  new DataView(grow.buffer).setUint32(0, 16 << 20);
+  const frameOf = (type: number, flags: number, id: number, payload: Uint8Array) => {
+    const f = new Uint8Array(9 + payload.length);
+    new DataView(f.buffer).setUint32(0, payload.length << 8 | type);
+    f[4] = flags;
+    new DataView(f.buffer).setUint32(5, id);
+    f.set(payload, 9);
+    return f;
+  };
+  const conns = await Promise.all(
+    Array.from({ length: 4 }, () => Deno.connect({ transport: "unix", path: s.socket })),
+  );
+  try {
+    await Promise.all(conns.map(async (conn, k) => {
+      const hello = concatBytes([
+        PREFACE,
+        frameOf(TYPE.SETTINGS, 0, 0, settings),
+        frameOf(TYPE.WINDOW_UPDATE, 0, 0, grow),
+        frameOf(
+          TYPE.HEADERS,
+          0x5,
+          1,
+          encodeHeaders([[":method", "GET"], [":scheme", "http"], [":path", `/${k}`], [
+            ":authority",
+            "localhost",
+          ]]),
+        ),
+      ]);
+      for (let at = 0; at < hello.length;) at += await conn.write(hello.subarray(at));
+    }));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const waiting = s.sessions.filter((session) => session.unsentBytes > 0).length;
+    assert.ok(waiting >= 2, `sessions with writes waiting: ${waiting}`);
+    await Promise.all(conns.map(async (conn, k) => {
+      const body = new Uint8Array(size);
+      let got = 0;
+      let ended = false;
+      let carry = new Uint8Array(0);
+      const buf = new Uint8Array(1 << 16);
+      while (!ended) {
+        const n = await conn.read(buf);
+        if (n === null) throw new Error(`connection ${k} ended after ${got} bytes`);
+        carry = takeFrames(concatBytes([carry, buf.subarray(0, n)]), (f) => {
+          if (f.type !== TYPE.DATA || f.id !== 1) return;
+          body.set(f.payload, got);
+          got += f.payload.length;
+          if (f.flags & 1) ended = true;
+        });
+      }
+      assert.equal(got, size, `connection ${k}`);
+      for (let i = 0; i < size; i++) {
+        if (body[i] !== pattern(k, i)) assert.fail(`connection ${k}: byte ${i} is ${body[i]}`);
+      }
+    }));
+  } finally {
+    for (const conn of conns) conn.close();
+    await s.close();
+  }
+});
+
 Deno.test("H2Server: a paused stream holds its window; resume delivers and grants it back", async () => {
   const s = await serve();
   let resumed = false;

@@ -543,13 +543,15 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
         for (;;) {
           const next = await output.next();
           if (next.done || answered) return;
-          const envelope = encodeEnvelope(fm.method.output, next.value);
-          if (envelope.byteLength - 5 > maxSend) {
-            throw sendTooLarge(envelope.byteLength - 5, maxSend);
-          }
+          const parts = encodeEnvelopeParts(fm.method.output, next.value);
+          let size = -5;
+          for (const part of parts) size += part.byteLength;
+          if (size > maxSend) throw sendTooLarge(size, maxSend);
           if (stream.destroyed || stream.closed) return;
           if (!stream.headersSent) respondHeaders();
-          if (!stream.write(envelope)) await drained(stream);
+          let writable = true;
+          for (const part of parts) writable = stream.write(part);
+          if (!writable) await drained(stream);
         }
       } finally {
         output.return?.().catch(() => {});
@@ -918,16 +920,35 @@ function trailingBytesField(schema: DescMessage): DescField | null {
 }
 
 /**
- * Encode `message` as one gRPC envelope (5-byte prefix + protobuf). The same bytes as
- * `envelopeOf(toBinary(schema, message))`; but when the schema's last field is `bytes`
- * holding at least {@link TRAILING_BYTES_MIN} bytes (content Read responses), the rest is
- * encoded without it and the payload is copied once, straight into the envelope, instead of
- * three times (the writer's growth, its final slice, the envelope).
+ * Encode `message` as one gRPC envelope (5-byte prefix + protobuf): the bytes of
+ * `envelopeOf(toBinary(schema, message))`, with the large-`bytes` shortcut of
+ * {@link encodeEnvelopeParts} (the payload copied once, straight into the envelope).
  */
 export function encodeEnvelope(
   schema: DescMessage,
   message: MessageShape<DescMessage>,
 ): Buffer {
+  const parts = encodeEnvelopeParts(schema, message);
+  if (parts.length === 1) return parts[0] as Buffer;
+  const [head, data] = parts as [Buffer, Uint8Array];
+  const envelope = Buffer.allocUnsafe(head.byteLength + data.byteLength);
+  envelope.set(head, 0);
+  envelope.set(data, head.byteLength);
+  return envelope;
+}
+
+/**
+ * The gRPC envelope of `message` as parts to write in order. One part in general; but when
+ * the schema's last field is `bytes` holding at least {@link TRAILING_BYTES_MIN} bytes
+ * (content Read responses), two: the prefix with the rest of the message and that field's
+ * tag and length, then the caller's bytes themselves, not copied. A server stream writes both
+ * and the bytes are copied once, into the HTTP/2 write (three copies less than toBinary's:
+ * the writer's growth, its final slice, the envelope).
+ */
+export function encodeEnvelopeParts(
+  schema: DescMessage,
+  message: MessageShape<DescMessage>,
+): Uint8Array[] {
   const field = trailingBytesField(schema);
   const data = field === null
     ? undefined
@@ -936,20 +957,19 @@ export function encodeEnvelope(
     field === null || data === undefined || data.byteLength < TRAILING_BYTES_MIN ||
     ((message as { $unknown?: unknown[] }).$unknown?.length ?? 0) > 0
   ) {
-    return envelopeOf(toBinary(schema, message));
+    return [envelopeOf(toBinary(schema, message))];
   }
-  const head = toBinary(schema, { ...message, [field.localName]: EMPTY });
+  const rest = toBinary(schema, { ...message, [field.localName]: EMPTY });
   const tag = (field.number << 3) | 2; // wire type 2: length-delimited
-  const length = head.byteLength + varintSize(tag) + varintSize(data.byteLength) +
-    data.byteLength;
-  const envelope = Buffer.allocUnsafe(5 + length);
-  envelope[0] = 0;
-  envelope.writeUInt32BE(length, 1);
-  envelope.set(head, 5);
-  let at = writeVarint(envelope, 5 + head.byteLength, tag);
-  at = writeVarint(envelope, at, data.byteLength);
-  envelope.set(data, at);
-  return envelope;
+  const tagAndLength = varintSize(tag) + varintSize(data.byteLength);
+  const length = rest.byteLength + tagAndLength + data.byteLength;
+  const head = Buffer.allocUnsafe(5 + rest.byteLength + tagAndLength);
+  head[0] = 0;
+  head.writeUInt32BE(length, 1);
+  head.set(rest, 5);
+  const at = writeVarint(head, 5 + rest.byteLength, tag);
+  writeVarint(head, at, data.byteLength);
+  return [head, data];
 }
 
 function varintSize(value: number): number {

@@ -34,6 +34,7 @@ import {
 import {
   createRpcHandler,
   encodeEnvelope,
+  encodeEnvelopeParts,
   encodeGrpcMessage,
   GRPC_H2_OPTIONS,
   GRPC_SERVER_OPTIONS,
@@ -44,6 +45,7 @@ import {
 import { contextInterceptor, errorInterceptor, namespaceKey, namespaceOf } from "./interceptors.ts";
 import { NotFoundError } from "./errdefs.ts";
 import { H2Server } from "./h2_server.ts";
+import { concatBytes } from "./bytes.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
 import {
   Version,
@@ -486,6 +488,18 @@ Deno.test("encodeEnvelope gives the bytes of toBinary in a gRPC envelope", () =>
       expected(schema, message),
       `${schema.typeName}`,
     );
+    // The same bytes as parts; a large trailing `bytes` value is the caller's own array.
+    const parts = encodeEnvelopeParts(schema, message as never);
+    assert.deepEqual(
+      Buffer.from(concatBytes(parts, parts.reduce((n, p) => n + p.byteLength, 0))),
+      expected(schema, message),
+      `${schema.typeName} parts`,
+    );
+    const value = (message as { data?: Uint8Array }).data;
+    const large = value !== undefined && value.byteLength >= 16 * 1024 &&
+      (message as { $unknown?: unknown[] }).$unknown === undefined;
+    assert.equal(parts.length, large ? 2 : 1, `${schema.typeName} ${value?.byteLength}`);
+    if (large) assert.equal(parts[1], value);
   }
 });
 
