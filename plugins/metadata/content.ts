@@ -103,6 +103,11 @@ export interface ContentBackend {
    * is on disk skip the bytes; false ("isolated") makes every namespace write them.
    */
   readonly shared: boolean;
+  /**
+   * The last blob a Read found in its namespace, and the database's write generation then:
+   * while no write transaction ran since, the next Read of it skips the lookup.
+   */
+  readonly lastRead: { namespace: string; digest: string; generation: number };
 }
 
 /** {@link ScopedContentStore} for one request's scope. */
@@ -190,13 +195,25 @@ export class NamespacedContentStore implements ScopedContentStore {
     digest: string,
     options: { offset?: number; size?: number; chunkSize?: number } = {},
   ): AsyncIterable<Uint8Array> {
-    // Existence only (no labels, no transaction): this runs once per 32 KiB ctr reads.
-    const found = this.#backend.db.readOne<{ found: number }>(
-      "SELECT 1 AS found FROM content WHERE namespace = ? AND digest = ?",
-      this.#ns,
-      digest,
-    );
-    if (!found) throw notFound(digest);
+    // Existence only (no labels, no transaction): ctr asks for 32 KiB per Read, so a 64 MiB
+    // blob is 2048 of them. The lookup measured ~20 µs in the daemon (of ~300 µs per Read):
+    // it is skipped while the same blob is read again and nothing was written meanwhile.
+    const { db, lastRead } = this.#backend;
+    const generation = db.writeGeneration;
+    if (
+      lastRead.generation !== generation || lastRead.digest !== digest ||
+      lastRead.namespace !== this.#ns
+    ) {
+      const found = db.readOne<{ found: number }>(
+        "SELECT 1 AS found FROM content WHERE namespace = ? AND digest = ?",
+        this.#ns,
+        digest,
+      );
+      if (!found) throw notFound(digest);
+      lastRead.namespace = this.#ns;
+      lastRead.digest = digest;
+      lastRead.generation = generation;
+    }
     yield* this.#backend.store.read(digest, options);
   }
 

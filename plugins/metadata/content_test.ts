@@ -270,3 +270,29 @@ Deno.test("an empty ref is refused", async () => {
     await md.close();
   }
 });
+
+Deno.test("a Read right after another of the same blob still sees deletes, other namespaces and GC", async () => {
+  const { md, cs } = memoryMetadata();
+  try {
+    const a = md.content({ namespace: "a" });
+    const b = md.content({ namespace: "b" });
+    const digest = await ingest(a, "ref", "read me twice");
+    // The second read of the same blob skips the lookup; another namespace must not.
+    assert.equal(await readAll(a, digest), "read me twice");
+    assert.equal(await readAll(a, digest), "read me twice");
+    await assert.rejects(() => readAll(b, digest), NotFoundError);
+    assert.equal(await readAll(a, digest), "read me twice");
+    // A delete is a write: the next read looks again and finds nothing.
+    a.delete(digest);
+    await assert.rejects(() => readAll(a, digest), NotFoundError);
+    // Written again, read, then removed by the collector (a's ingest had no lease or root).
+    const again = await ingest(a, "ref2", "read me twice");
+    assert.equal(await readAll(a, again), "read me twice");
+    a.delete(again);
+    await md.garbageCollect();
+    assert.equal(cs.blobs.size, 0);
+    await assert.rejects(() => readAll(a, again), NotFoundError);
+  } finally {
+    await md.close();
+  }
+});

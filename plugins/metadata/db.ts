@@ -67,6 +67,7 @@ export class SqliteDb {
   /** Set while a transaction runs; nested calls join it. */
   #pending: Pending | undefined;
   #closed = false;
+  #writeGeneration = 0;
 
   private constructor(db: DatabaseSync, options: SqliteDbOptions) {
     this.#db = db;
@@ -198,9 +199,20 @@ export class SqliteDb {
       throw err;
     } finally {
       this.#pending = undefined;
+      // Committed, rolled back or failed half-way: a cached read may no longer hold either way.
+      this.#writeGeneration++;
     }
     this.#onCommit?.({ deletions: pending.deletions, stores: pending.stores });
     return result;
+  }
+
+  /**
+   * Counts write transactions ({@link update}; migrations run in one), finished or failed.
+   * While it is unchanged no row has changed, so a caller may reuse what it read before
+   * instead of asking SQLite again (content Read's existence check, once per 32 KiB).
+   */
+  get writeGeneration(): number {
+    return this.#writeGeneration;
   }
 
   /** True while a transaction runs (callers that must not nest check this). */

@@ -230,3 +230,31 @@ Deno.test("Tx.values returns rows as arrays in SELECT order", () => {
     db.close();
   }
 });
+
+Deno.test("writeGeneration moves with every write transaction, failed ones too, and not with reads", async () => {
+  const { path, cleanup } = await tempDb();
+  const db = SqliteDb.open(path);
+  try {
+    db.migrate(MIGRATIONS);
+    const start = db.writeGeneration;
+    db.view((tx) => tx.get("SELECT count(*) AS n FROM namespaces"));
+    db.readOne("SELECT 1 AS one");
+    assert.equal(db.writeGeneration, start);
+    db.update((tx) => tx.run("INSERT INTO namespaces(name, created_at) VALUES ('g', 1)"));
+    assert.equal(db.writeGeneration, start + 1);
+    // Nested updates are one transaction.
+    db.update(() => db.update(() => {}));
+    assert.equal(db.writeGeneration, start + 2);
+    assert.throws(() =>
+      db.update((tx) => {
+        tx.run("DELETE FROM namespaces WHERE name = 'g'");
+        throw new Error("changed my mind");
+      })
+    );
+    assert.equal(db.writeGeneration, start + 3);
+    assert.ok(db.readOne("SELECT 1 AS one FROM namespaces WHERE name = 'g'"));
+  } finally {
+    db.close();
+    await cleanup();
+  }
+});

@@ -90,6 +90,7 @@ export class SqliteMetadataStore implements MetadataStore {
       store: options.content,
       lock: new RWLock(),
       shared: options.sharedContent ?? true,
+      lastRead: { namespace: "", digest: "", generation: -1 },
     };
     this.namespaces = new SqlNamespaceStore(db);
     this.leases = new SqlLeaseStore(db);
