@@ -661,8 +661,13 @@ export class H2Session extends EventEmitter {
       if (id > this.#lastStreamId) {
         throw new H2ConnectionError(H2_ERROR.PROTOCOL_ERROR, `DATA on idle stream ${id}`);
       }
-      // A stream we already closed (or reset): its bytes still count on the connection.
-      if (stream !== undefined) this.sendReset(id, H2_ERROR.STREAM_CLOSED);
+      // A stream whose client side ended (RFC 9113 §5.1: STREAM_CLOSED, and nothing more is
+      // sent on it) or one already gone: its bytes still count on the connection.
+      if (stream !== undefined) {
+        this.sendReset(id, H2_ERROR.STREAM_CLOSED);
+        stream.destroyed = true;
+        stream.markClosed();
+      }
       return;
     }
     if (frameBytes > stream.recvWindow) {
@@ -719,6 +724,15 @@ export class H2Session extends EventEmitter {
     const endStream = (flags & END_STREAM) !== 0;
     const existing = this.#streams.get(id);
     if (existing !== undefined) {
+      if (existing.remoteEnded) {
+        // Half-closed (remote): a frame other than WINDOW_UPDATE, PRIORITY or RST_STREAM is a
+        // stream error STREAM_CLOSED (RFC 9113 §5.1), as for DATA. The block was decoded
+        // above all the same: it updated the connection's HPACK table.
+        this.sendReset(id, H2_ERROR.STREAM_CLOSED);
+        existing.destroyed = true;
+        existing.markClosed();
+        return;
+      }
       // Trailers from the client: they end its side.
       if (!endStream) {
         throw new H2ConnectionError(H2_ERROR.PROTOCOL_ERROR, "trailers without END_STREAM");

@@ -517,6 +517,45 @@ Deno.test("H2Server: a client reset closes the stream; extra streams are refused
   }
 });
 
+Deno.test("H2Server: HEADERS or DATA after the client ended a stream reset it STREAM_CLOSED and close it", async () => {
+  const s = await serve();
+  const closed: number[] = [];
+  s.server.on("stream", (stream, headers) => {
+    stream.on("data", () => {});
+    stream.on("close", () => closed.push(stream.id));
+    // "/slow" never answers: the client's extra frames arrive while it runs.
+    if (headers[":path"] !== "/slow") {
+      stream.on("end", () => {
+        stream.respond({ ":status": "200" });
+        stream.end(new TextEncoder().encode("ok"));
+      });
+    }
+  });
+  const c = await RawClient.open(s.socket);
+  try {
+    await c.request(1, "/slow", true);
+    await c.request(1, "/slow", true); // a second HEADERS on the ended stream
+    const reset1 = await c.next((f) => f.type === TYPE.RST_STREAM && f.id === 1);
+    assert.equal(new DataView(reset1!.payload.buffer).getUint32(0), H2_ERROR.STREAM_CLOSED);
+    await c.request(3, "/slow", true);
+    await c.send(TYPE.DATA, 0, 3, new Uint8Array([1, 2, 3])); // DATA on the ended stream
+    const reset3 = await c.next((f) => f.type === TYPE.RST_STREAM && f.id === 3);
+    assert.equal(new DataView(reset3!.payload.buffer).getUint32(0), H2_ERROR.STREAM_CLOSED);
+    for (let i = 0; i < 50 && closed.length < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.deepEqual(closed.sort(), [1, 3]);
+    assert.equal(s.sessions[0]!.streamCount, 0);
+    // The connection goes on: its HPACK table stayed in step (the second block was decoded).
+    await c.request(5, "/fast", true);
+    const answer = await c.next((f) => f.type === TYPE.DATA && f.id === 5);
+    assert.equal(new TextDecoder().decode(answer!.payload), "ok");
+  } finally {
+    c.close();
+    await s.close();
+  }
+});
+
 Deno.test("H2Server: close() sends GOAWAY, lets running streams finish, then closes", async () => {
   const s = await serve();
   let finish: (() => void) | undefined;
