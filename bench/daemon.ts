@@ -37,6 +37,8 @@ export interface RunningDaemon {
   readonly pid: number;
   /** VmRSS of the daemon process in KiB. */
   rssKiB(): Promise<number>;
+  /** The daemon's resident memory split into anonymous and file-backed pages. */
+  memoryKiB(): Promise<MemorySplit>;
   /** SIGTERM, wait up to 10 s, SIGKILL; remove the temp dir. */
   stop(): Promise<void>;
 }
@@ -67,6 +69,38 @@ function containerdConfig(dir: string): string {
     `  address = "${dir}/d.sock"`,
     "",
   ].join("\n");
+}
+
+/**
+ * Resident memory in KiB, split the way that explains an RSS ratio: `anonymous` is the
+ * process's own memory (heaps, stacks, malloc arenas), `fileBacked` the pages of mapped files
+ * (its executable, libraries, Deno's mapped cache databases), which other processes running
+ * the same binary share and the kernel can drop and read back.
+ */
+export interface MemorySplit {
+  rss: number;
+  anonymous: number;
+  fileBacked: number;
+}
+
+/** {@link MemorySplit} from the text of /proc/<pid>/smaps_rollup (NaN fields when absent). */
+export function parseSmapsRollup(text: string): MemorySplit {
+  const field = (name: string) => {
+    const m = new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, "m").exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
+  const rss = field("Rss");
+  const anonymous = field("Anonymous");
+  return { rss, anonymous, fileBacked: rss - anonymous };
+}
+
+/** {@link MemorySplit} of a process (NaN fields when it is gone). */
+export async function readMemoryKiB(pid: number): Promise<MemorySplit> {
+  try {
+    return parseSmapsRollup(await Deno.readTextFile(`/proc/${pid}/smaps_rollup`));
+  } catch {
+    return { rss: NaN, anonymous: NaN, fileBacked: NaN };
+  }
 }
 
 /** Read /proc/<pid>/status VmRSS in KiB (NaN when the process is gone). */
@@ -213,6 +247,7 @@ export async function startDaemon(
     bootMs,
     pid,
     rssKiB: () => readRssKiB(pid),
+    memoryKiB: () => readMemoryKiB(pid),
     stop,
   };
 }

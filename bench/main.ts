@@ -113,15 +113,32 @@ function parseOptions(args: string[]): BenchOptions {
   };
 }
 
+/** What bin/containerd-ts runs in this tree (its order: binary, bundle, source). */
+async function launchedArtifact(): Promise<string> {
+  const exists = (path: string) => Deno.stat(`${REPO}/${path}`).then(() => true, () => false);
+  if (await exists("dist/containerd-ts")) return "the compiled dist/containerd-ts";
+  if (await exists("dist/containerd-ts.js")) {
+    return "the bundle dist/containerd-ts.js (deno task build)";
+  }
+  return "main.ts (no deno task build)";
+}
+
 // ----------------------------------------------------------------------------------------------
 // Boot and RSS
 
 async function measureBoots(
   options: BenchOptions,
   reasons: Map<DaemonKind, string>,
-): Promise<{ boot: Map<DaemonKind, Cell>; rss: Map<DaemonKind, Cell> }> {
+): Promise<{
+  boot: Map<DaemonKind, Cell>;
+  rss: Map<DaemonKind, Cell>;
+  anonymous: Map<DaemonKind, Cell>;
+  fileBacked: Map<DaemonKind, Cell>;
+}> {
   const boots = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
   const rss = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
+  const anonymous = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
+  const fileBacked = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
   const failed = new Map<DaemonKind, string>(reasons);
   for (let i = 0; i < options.boots; i++) {
     const order = i % 2 === 0 ? DAEMONS : [...DAEMONS].reverse();
@@ -134,6 +151,11 @@ async function measureBoots(
         await new Promise((r) => setTimeout(r, 1000));
         const kib = await daemon.rssKiB();
         if (Number.isFinite(kib)) rss.get(kind)!.push(kib / 1024);
+        const split = await daemon.memoryKiB();
+        if (Number.isFinite(split.anonymous)) {
+          anonymous.get(kind)!.push(split.anonymous / 1024);
+          fileBacked.get(kind)!.push(split.fileBacked / 1024);
+        }
         log(
           `boot ${i + 1}/${options.boots} ${kind}: ${daemon.bootMs.toFixed(0)} ms, ${
             (kib / 1024).toFixed(1)
@@ -154,6 +176,8 @@ async function measureBoots(
   return {
     boot: new Map(DAEMONS.map((d) => [d, cell(d, boots.get(d)!)])),
     rss: new Map(DAEMONS.map((d) => [d, cell(d, rss.get(d)!)])),
+    anonymous: new Map(DAEMONS.map((d) => [d, cell(d, anonymous.get(d)!)])),
+    fileBacked: new Map(DAEMONS.map((d) => [d, cell(d, fileBacked.get(d)!)])),
   };
 }
 
@@ -374,9 +398,9 @@ function loadText(cell: LoadCell | undefined): string {
 
 function bootRows(
   options: BenchOptions,
-  boot: Map<DaemonKind, Cell>,
-  rss: Map<DaemonKind, Cell>,
+  measured: Awaited<ReturnType<typeof measureBoots>>,
 ): Row[] {
+  const { boot, rss, anonymous, fileBacked } = measured;
   const pair = (scenario: string, cells: Map<DaemonKind, Cell>, unit: string, digits: number) => ({
     scenario,
     containerd: rangeText(cells.get("containerd"), unit, digits),
@@ -390,6 +414,10 @@ function bootRows(
   return [
     pair(`boot to first Version RPC (min / median / max, ${options.boots} boots)`, boot, "ms", 0),
     pair("idle RSS 1 s after boot (min / median / max)", rss, "MiB", 1),
+    // What the RSS ratio is made of: the process's own memory, and the pages of its mapped
+    // files (executable, libraries, Deno's cache databases), shared and reclaimable.
+    pair("  of which anonymous (heaps, stacks, malloc)", anonymous, "MiB", 1),
+    pair("  of which file-backed (executable, libraries, mapped files)", fileBacked, "MiB", 1),
   ];
 }
 
@@ -459,8 +487,7 @@ async function main(): Promise<void> {
   log(`scenarios: ${[...options.scenarios].join(", ")}${options.quick ? " (--quick)" : ""}`);
   const rows: Row[] = [];
   if (options.scenarios.has("boot")) {
-    const { boot, rss } = await measureBoots(options, reasons);
-    rows.push(...bootRows(options, boot, rss));
+    rows.push(...bootRows(options, await measureBoots(options, reasons)));
   }
   if (options.scenarios.has("unary")) {
     for (const call of UNARY_CALLS) {
@@ -476,7 +503,7 @@ async function main(): Promise<void> {
     `# containerd-ts bench ${date} (${commit.short}${commit.dirty ? ", uncommitted changes" : ""})`,
     "",
     `- ${await containerdVersion()}`,
-    `- containerd-ts via bin/containerd-ts on Deno ${Deno.version.deno}; ${navigator.hardwareConcurrency} CPUs`,
+    `- containerd-ts via bin/containerd-ts running ${await launchedArtifact()} on Deno ${Deno.version.deno}; ${navigator.hardwareConcurrency} CPUs`,
     `- scenarios: ${[...options.scenarios].join(", ")}${
       options.quick ? " — **--quick smoke run: smaller sizes and counts**" : " (full sizes)"
     }`,

@@ -1,0 +1,26 @@
+/** Tests for the bench's process-memory reading. */
+import assert from "node:assert/strict";
+import { parseSmapsRollup, readMemoryKiB } from "./daemon.ts";
+
+Deno.test("parseSmapsRollup splits Rss into anonymous and file-backed pages", () => {
+  const text = [
+    "55d0c0000000-7ffc8d0e4000 ---p 00000000 00:00 0                            [rollup]",
+    "Rss:               81612 kB",
+    "Pss:               54249 kB",
+    "Pss_Anon:          27100 kB",
+    "Shared_Clean:      53540 kB",
+    "Private_Dirty:     27164 kB",
+    "Anonymous:         27100 kB",
+    "Swap:                  0 kB",
+  ].join("\n");
+  assert.deepEqual(parseSmapsRollup(text), { rss: 81612, anonymous: 27100, fileBacked: 54512 });
+  assert.ok(Number.isNaN(parseSmapsRollup("Rss: 12 kB").anonymous));
+});
+
+Deno.test("readMemoryKiB of this process adds up, and is NaN for a process that is gone", async () => {
+  const own = await readMemoryKiB(Deno.pid);
+  assert.ok(own.anonymous > 0 && own.fileBacked > 0, JSON.stringify(own));
+  assert.equal(own.anonymous + own.fileBacked, own.rss);
+  const gone = await readMemoryKiB(2 ** 22 + 7);
+  assert.ok(Number.isNaN(gone.rss));
+});
