@@ -45,6 +45,8 @@ export interface StartOptions {
    * signals the traced daemon (the tracer's child), not the tracer.
    */
   tracer?: string[];
+  /** Another launcher than this tree's bin/containerd-ts (a copy in a temp tree). */
+  launcher?: string;
 }
 
 /** Run the launcher with arguments, collecting output (CLI subcommands, bad configs). */
@@ -82,8 +84,9 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
   }
   args.push(...(options.args ?? []));
   const tracer = options.tracer ?? [];
-  const process = new Deno.Command(tracer[0] ?? LAUNCHER, {
-    args: tracer.length === 0 ? args : [...tracer.slice(1), LAUNCHER, ...args],
+  const launcher = options.launcher ?? LAUNCHER;
+  const process = new Deno.Command(tracer[0] ?? launcher, {
+    args: tracer.length === 0 ? args : [...tracer.slice(1), launcher, ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

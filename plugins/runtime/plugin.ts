@@ -31,11 +31,18 @@ export const runtimeConfig: SectionSchema<{ platforms: string[]; sched_core: boo
     sched_core: field.boolean(false),
   });
 
-/** This daemon's executable as shims should run it for `publish`. */
+/**
+ * This daemon's executable as shims should run it for `publish`: the compiled binary itself,
+ * else the launcher beside the code that runs (plugins/runtime/ in the source tree, or dist/
+ * when bin/containerd-ts runs the bundle `deno task build` wrote).
+ */
 export function publishBinary(): string {
   const exec = Deno.execPath();
   if (path.basename(exec) !== "deno") return exec;
-  return fileURLToPath(new URL("../../bin/containerd-ts", import.meta.url));
+  // This module's own URL says which layout runs: the bundle is one file in dist/.
+  const fromSource = import.meta.url.endsWith("/plugins/runtime/plugin.ts");
+  const launcher = fromSource ? "../../bin/containerd-ts" : "../bin/containerd-ts";
+  return fileURLToPath(new URL(launcher, import.meta.url));
 }
 
 register({
