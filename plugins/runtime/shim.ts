@@ -14,6 +14,7 @@
  * @module
  */
 import * as path from "node:path";
+import { lookPath } from "../../server/look_path.ts";
 import {
   create,
   type DescMessage,
@@ -70,18 +71,8 @@ export async function resolveShimBinary(runtime: string): Promise<string> {
     }
     name = `containerd-shim-${parts.at(-2)}-${parts.at(-1)}`;
   }
-  const candidates = name.includes("/")
-    ? [name]
-    : (Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin").split(":").filter((d) => d)
-      .map((dir) => path.join(dir, name));
-  for (const candidate of candidates) {
-    try {
-      const info = await Deno.stat(candidate);
-      if (info.isFile && ((info.mode ?? 0) & 0o111) !== 0) return candidate;
-    } catch {
-      // Not in this directory.
-    }
-  }
+  const found = lookPath(name, Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin");
+  if (found !== undefined) return found;
   throw new NotFoundError(
     `runtime ${JSON.stringify(runtime)} binary not installed ${JSON.stringify(name)}`,
   );
