@@ -161,7 +161,7 @@ export class TaskManager {
     /** Set once a shim may have run: its `delete` action must then clean up after it. */
     let started: ShimCommand | undefined;
     try {
-      const binary = await resolveShimBinary(options.runtime);
+      const binary = resolveShimBinary(options.runtime);
       bundle = await createBundle(this.#options.roots, options, options.spec);
       closeLog = await drainShimLog(bundle, log);
       const command = this.#command(bundle, binary);
@@ -317,7 +317,7 @@ export class TaskManager {
       let binary = await readShimBinary(bundle);
       if (binary === undefined) {
         try {
-          binary = await resolveShimBinary(
+          binary = resolveShimBinary(
             this.#options.containers.get(bundle.namespace, bundle.id).runtime.name,
           );
         } catch (err) {

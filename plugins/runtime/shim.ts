@@ -62,7 +62,7 @@ export const SHIM_BINARY_FILE = "shim-binary-path";
  * The binary of a runtime name, as containerd resolves it: `io.containerd.runc.v2` →
  * `containerd-shim-runc-v2`, looked up on PATH. An absolute path is taken as is.
  */
-export async function resolveShimBinary(runtime: string): Promise<string> {
+export function resolveShimBinary(runtime: string): string {
   let name = runtime;
   if (!runtime.includes("/")) {
     const parts = runtime.split(".");

@@ -120,13 +120,13 @@ Deno.test("runtime names resolve to containerd-shim-<name>-<version> on PATH", a
   const path = Deno.env.get("PATH") ?? "";
   try {
     Deno.env.set("PATH", `/nonexistent:${dir}/bin`);
-    assert.equal(await resolveShimBinary("io.containerd.fake.v9"), binary);
-    assert.equal(await resolveShimBinary(binary), binary);
-    await assert.rejects(
-      resolveShimBinary("io.containerd.other.v1"),
+    assert.equal(resolveShimBinary("io.containerd.fake.v9"), binary);
+    assert.equal(resolveShimBinary(binary), binary);
+    assert.throws(
+      () => resolveShimBinary("io.containerd.other.v1"),
       /binary not installed "containerd-shim-other-v1"/,
     );
-    await assert.rejects(resolveShimBinary("plain"), /not a valid runtime name/);
+    assert.throws(() => resolveShimBinary("plain"), /not a valid runtime name/);
   } finally {
     Deno.env.set("PATH", path);
     await Deno.remove(dir, { recursive: true });
