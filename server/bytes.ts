@@ -24,11 +24,22 @@ export function concatBytes(
     total = 0;
     for (const part of parts) total += part.byteLength;
   }
-  const out = new Uint8Array(total);
+  return joinInto(new Uint8Array(total), parts, total);
+}
+
+/**
+ * Copy `parts` (`length` bytes in all) to the start of `target`, which must hold them, and
+ * return the filled view: a join into a buffer the caller reuses (HTTP/2 writes).
+ */
+export function joinInto<T extends ArrayBufferLike>(
+  target: Uint8Array<T>,
+  parts: readonly Uint8Array[],
+  length: number,
+): Uint8Array<T> {
   let at = 0;
   for (const part of parts) {
-    out.set(part, at);
+    target.set(part, at);
     at += part.byteLength;
   }
-  return out;
+  return target.subarray(0, length);
 }

@@ -34,7 +34,7 @@
 import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
 import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes, joinInto } from "./bytes.ts";
 
 /** HTTP/2 error codes (RFC 9113 section 7) the server sends or receives. */
 export const H2_ERROR = {
@@ -155,16 +155,6 @@ function frameHeader(
   target[at + 6] = (id >>> 16) & 0xff;
   target[at + 7] = (id >>> 8) & 0xff;
   target[at + 8] = id & 0xff;
-}
-
-/** Copy `parts` (`bytes` in all) to the start of `buffer`; the filled view. */
-function joinInto(buffer: Uint8Array, parts: readonly Uint8Array[], bytes: number): Uint8Array {
-  let at = 0;
-  for (const part of parts) {
-    buffer.set(part, at);
-    at += part.byteLength;
-  }
-  return buffer.subarray(0, bytes);
 }
 
 function frame(type: number, flags: number, id: number, payload?: Uint8Array): Uint8Array {
@@ -663,17 +653,11 @@ export class H2Session extends EventEmitter {
       }
       // A stream whose client side ended (RFC 9113 §5.1: STREAM_CLOSED, and nothing more is
       // sent on it) or one already gone: its bytes still count on the connection.
-      if (stream !== undefined) {
-        this.sendReset(id, H2_ERROR.STREAM_CLOSED);
-        stream.destroyed = true;
-        stream.markClosed();
-      }
+      if (stream !== undefined) this.#resetStream(stream, H2_ERROR.STREAM_CLOSED);
       return;
     }
     if (frameBytes > stream.recvWindow) {
-      this.sendReset(id, H2_ERROR.FLOW_CONTROL_ERROR);
-      stream.destroyed = true;
-      stream.markClosed();
+      this.#resetStream(stream, H2_ERROR.FLOW_CONTROL_ERROR);
       return;
     }
     stream.receive(Buffer.from(body), frameBytes);
@@ -728,9 +712,7 @@ export class H2Session extends EventEmitter {
         // Half-closed (remote): a frame other than WINDOW_UPDATE, PRIORITY or RST_STREAM is a
         // stream error STREAM_CLOSED (RFC 9113 §5.1), as for DATA. The block was decoded
         // above all the same: it updated the connection's HPACK table.
-        this.sendReset(id, H2_ERROR.STREAM_CLOSED);
-        existing.destroyed = true;
-        existing.markClosed();
+        this.#resetStream(existing, H2_ERROR.STREAM_CLOSED);
         return;
       }
       // Trailers from the client: they end its side.
@@ -817,9 +799,10 @@ export class H2Session extends EventEmitter {
     const stream = this.#streams.get(id);
     if (stream === undefined) return;
     if (increment === 0 || stream.sendWindow + increment > MAX_WINDOW) {
-      this.sendReset(id, increment === 0 ? H2_ERROR.PROTOCOL_ERROR : H2_ERROR.FLOW_CONTROL_ERROR);
-      stream.destroyed = true;
-      stream.markClosed();
+      this.#resetStream(
+        stream,
+        increment === 0 ? H2_ERROR.PROTOCOL_ERROR : H2_ERROR.FLOW_CONTROL_ERROR,
+      );
       return;
     }
     stream.sendWindow += increment;
@@ -892,6 +875,13 @@ export class H2Session extends EventEmitter {
   /** Send RST_STREAM. */
   sendReset(id: number, code: number): void {
     this.#enqueue(uint32Frame(RST_STREAM, id, code));
+  }
+
+  /** A stream error: RST_STREAM with `code`, and the stream closes (nothing more is sent). */
+  #resetStream(stream: H2Stream, code: number): void {
+    this.sendReset(stream.id, code);
+    stream.destroyed = true;
+    stream.markClosed();
   }
 
   /** Grant `bytes` more to the client on stream `id`. */

@@ -929,12 +929,7 @@ export function encodeEnvelope(
   message: MessageShape<DescMessage>,
 ): Buffer {
   const parts = encodeEnvelopeParts(schema, message);
-  if (parts.length === 1) return parts[0] as Buffer;
-  const [head, data] = parts as [Buffer, Uint8Array];
-  const envelope = Buffer.allocUnsafe(head.byteLength + data.byteLength);
-  envelope.set(head, 0);
-  envelope.set(data, head.byteLength);
-  return envelope;
+  return parts.length === 1 ? parts[0] as Buffer : Buffer.concat(parts);
 }
 
 /**
