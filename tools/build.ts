@@ -29,10 +29,18 @@ function fail(message: string): never {
   Deno.exit(1);
 }
 
-/** Run `file --version` (with `deno run` first when given); its first line, or why it failed. */
-async function probe(command: string, args: string[]): Promise<{ ok: boolean; text: string }> {
-  const out = await new Deno.Command(command, {
-    args: [...args, "--version"],
+/**
+ * Run `command ...args --version` on the just-built `partial`; rename it to `target` when it
+ * answered, else remove it and fail naming `what`.
+ */
+async function putInPlace(
+  partial: string,
+  target: string,
+  what: string,
+  run: { command: string; args: string[] },
+): Promise<void> {
+  const out = await new Deno.Command(run.command, {
+    args: [...run.args, "--version"],
     stdout: "piped",
     stderr: "piped",
   })
@@ -43,7 +51,13 @@ async function probe(command: string, args: string[]): Promise<{ ok: boolean; te
       stderr: new TextEncoder().encode(String(err)),
     }));
   const text = new TextDecoder().decode(out.success ? out.stdout : out.stderr).trim();
-  return { ok: out.success, text: text.split("\n")[0] ?? "" };
+  const line = text.split("\n")[0] ?? "";
+  if (!out.success) {
+    await Deno.remove(partial).catch(() => {});
+    fail(`${what} does not run (${line}); removed it`);
+  }
+  await Deno.rename(partial, target);
+  console.error(`build: wrote ${target} (${line})`);
 }
 
 await Deno.mkdir(outDir, { recursive: true });
@@ -83,20 +97,10 @@ await Deno.writeTextFile(
   `import{createRequire as __ctsCreateRequire}from"node:module";` +
     `var require=__ctsCreateRequire(import.meta.url);\n${code}`,
 );
-const bundleRuns = await probe(Deno.execPath(), [
-  "run",
-  "--allow-all",
-  "--quiet",
-  "--config",
-  `${root}/deno.json`,
-  bundlePartial,
-]);
-if (!bundleRuns.ok) {
-  await Deno.remove(bundlePartial).catch(() => {});
-  fail(`the bundle does not run (${bundleRuns.text}); removed it`);
-}
-await Deno.rename(bundlePartial, bundle);
-console.error(`build: wrote ${bundle} (${bundleRuns.text})`);
+await putInPlace(bundlePartial, bundle, "the bundle", {
+  command: Deno.execPath(),
+  args: ["run", "--allow-all", "--quiet", "--config", `${root}/deno.json`, bundlePartial],
+});
 
 // 2. The executable, from the bundle.
 const denort = Deno.env.get("DENORT_BIN");
@@ -144,10 +148,4 @@ if (!compile.success) {
   await Deno.stderr.write(compile.stderr);
   fail(`deno compile failed (exit ${compile.code}); nothing was written to ${target}`);
 }
-const binaryRuns = await probe(partial, []);
-if (!binaryRuns.ok) {
-  await Deno.remove(partial).catch(() => {});
-  fail(`the compiled binary does not run (${binaryRuns.text}); removed it`);
-}
-await Deno.rename(partial, target);
-console.error(`build: wrote ${target} (${binaryRuns.text})`);
+await putInPlace(partial, target, "the compiled binary", { command: partial, args: [] });
