@@ -821,6 +821,15 @@ Deno.test("unknown service or method → gRPC 12 with HTTP 200; Connect → 404 
       code: 12,
       message: "unknown method Nope for service containerd.services.version.v1.Version",
     });
+    // That lookup made Version's router handlers; its real method is served by them after.
+    const version = await rawCall(
+      s.socket,
+      "/containerd.services.version.v1.Version/Version",
+      new TextEncoder().encode("{}"),
+      { "content-type": "application/json" },
+    );
+    assert.equal(version.headers[":status"], 200);
+    assert.equal(JSON.parse(version.body.toString()).version, "1.6.20-test");
     const web = await rawCall(
       s.socket,
       "/containerd.services.foo.v1.Foo/Bar",
