@@ -117,8 +117,8 @@ function parseOptions(args: string[]): BenchOptions {
 async function launchedArtifact(): Promise<string> {
   const exists = (path: string) => Deno.stat(`${REPO}/${path}`).then(() => true, () => false);
   if (await exists("dist/containerd-ts")) return "the compiled dist/containerd-ts";
-  if (await exists("dist/containerd-ts.js")) {
-    return "the bundle dist/containerd-ts.js (deno task build)";
+  if (await exists("dist/bundle/main.js")) {
+    return "the bundle dist/bundle/main.js (deno task build)";
   }
   return "main.ts (no deno task build)";
 }

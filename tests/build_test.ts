@@ -1,5 +1,5 @@
 /**
- * `deno task build` and what it makes: the bundle dist/containerd-ts.js is built in a temp tree
+ * `deno task build` and what it makes: the bundle dist/bundle/ is built in a temp tree
  * laid out like the repo (bin/containerd-ts, deno.json, dist/), and that tree's launcher runs
  * it as the daemon. Real `ctr` then drives it, through a container whose exit comes back by
  * the shim running the launcher's `publish` (the path the bundle has to find from dist/).
@@ -22,6 +22,29 @@ import {
 const skip = ctrMissing();
 const noContainers = containersMissing();
 const MAKE_TEST_IMAGE = makeTestImageTool();
+
+/**
+ * What evaluating these chunks of a split bundle imports, their static imports followed
+ * through the other chunks: the Node modules (`node:*`) and the chunks.
+ */
+function staticClosure(dir: string, chunks: string[]): Set<string> {
+  const seen = new Set<string>();
+  const queue = [...chunks];
+  while (queue.length > 0) {
+    const chunk = queue.pop()!;
+    if (seen.has(chunk)) continue;
+    seen.add(chunk);
+    const code = Deno.readTextFileSync(`${dir}/${chunk}`);
+    // Minified static imports: `import{a as b}from"./c.js"`, `import*as n from"node:net"`.
+    // `import("...")` (a dynamic import) has no `from` and a parenthesis: not matched.
+    for (const m of code.matchAll(/\bimport\s*(?:[^"'()]*?\bfrom\s*)?"([^"]+)"/g)) {
+      const spec = m[1]!;
+      if (spec.startsWith("./")) queue.push(spec.slice(2));
+      else seen.add(spec);
+    }
+  }
+  return seen;
+}
 
 /** A temp tree with the launcher, deno.json and deno.lock, and the build's dist/. */
 async function builtTree(): Promise<{ tree: string; build: { code: number; stderr: string } }> {
@@ -51,12 +74,28 @@ Deno.test({
     const namespace = uniqueNamespace("build");
     try {
       assert.equal(build.code, 0, build.stderr);
-      assert.match(build.stderr, /wrote .*\/dist\/containerd-ts\.js \(containerd-ts /);
+      assert.match(build.stderr, /wrote .*\/dist\/bundle \(containerd-ts /);
       // Without Deno's denort runtime (unreachable here) there is no binary, and it says so.
       const binary = await Deno.stat(`${tree}/dist/containerd-ts`).then(() => true, () => false);
       if (!binary) assert.match(build.stderr, /no .*dist\/containerd-ts: .*DENORT_BIN/);
       const partials = [...Deno.readDirSync(`${tree}/dist`)].filter((e) => /partial/.test(e.name));
       assert.deepEqual(partials, []);
+      // Split at the dynamic imports: what a boot evaluates (main.js, the plugins, the CLI and
+      // the server) leaves out the Node modules only other commands and metrics need.
+      const bundleDir = `${tree}/dist/bundle`;
+      const chunks = [...Deno.readDirSync(bundleDir)].map((e) => e.name);
+      const named = (prefix: string) => chunks.filter((c) => c.startsWith(`${prefix}-`));
+      const boot = staticClosure(bundleDir, [
+        "main.js",
+        ...named("mod"),
+        ...named("cli"),
+        ...named("server"),
+      ]);
+      assert.ok(boot.has("node:sqlite") && boot.has("node:net"), [...boot].join(" "));
+      for (const unneeded of ["node:http2", "node:https", "node:module"]) {
+        assert.ok(!boot.has(unneeded), `${unneeded} in the boot's chunks`);
+      }
+      assert.ok(staticClosure(bundleDir, named("publish")).has("node:http2"));
 
       // Metrics on: prom-client is CommonJS, the part of the bundle that needs `require`.
       daemon = await startDaemon({
@@ -68,7 +107,7 @@ Deno.test({
       // The daemon is the bundle (or the binary), not main.ts.
       const ps = await sh("ps", ["-eo", "args"]);
       const running = ps.stdout.split("\n").find((l) => l.includes(daemon!.address)) ?? "";
-      assert.match(running, binary ? /dist\/containerd-ts / : /dist\/containerd-ts\.js /);
+      assert.match(running, binary ? /dist\/containerd-ts / : /dist\/bundle\/main\.js /);
       const metricsAddr = /metrics server serving.*address=(\S+)/.exec(daemon.log())?.[1];
       assert.ok(metricsAddr, daemon.log());
       const metrics = await (await fetch(`http://${metricsAddr}/v1/metrics`)).text();

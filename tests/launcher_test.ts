@@ -132,14 +132,14 @@ Deno.test({
 Deno.test("launcher: runs what deno task build made: the compiled binary, else the bundle", async () => {
   const fake = await fakeBin();
   try {
-    await Deno.mkdir(`${fake.tree}/dist`);
-    await Deno.writeTextFile(`${fake.tree}/dist/containerd-ts.js`, "// bundle\n");
+    await Deno.mkdir(`${fake.tree}/dist/bundle`, { recursive: true });
+    await Deno.writeTextFile(`${fake.tree}/dist/bundle/main.js`, "// bundle\n");
     await launch(fake, ["one"]);
     let calls = await fake.calls();
     assert.equal(
       calls.at(-1),
       `deno run --allow-all --quiet ${V8_FLAGS} --config ${fake.tree}/deno.json ` +
-        `${fake.tree}/dist/containerd-ts.js one`,
+        `${fake.tree}/dist/bundle/main.js one`,
     );
     // A compiled binary wins over both, with the arguments as they are.
     await Deno.writeTextFile(

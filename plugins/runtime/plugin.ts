@@ -33,16 +33,13 @@ export const runtimeConfig: SectionSchema<{ platforms: string[]; sched_core: boo
 
 /**
  * This daemon's executable as shims should run it for `publish`: the compiled binary itself,
- * else the launcher beside the code that runs (plugins/runtime/ in the source tree, or dist/
- * when bin/containerd-ts runs the bundle `deno task build` wrote).
+ * else the launcher two levels above the code that runs, which is plugins/runtime/ in the
+ * source tree and dist/bundle/ when bin/containerd-ts runs the bundle `deno task build` wrote.
  */
 export function publishBinary(): string {
   const exec = Deno.execPath();
   if (path.basename(exec) !== "deno") return exec;
-  // This module's own URL says which layout runs: the bundle is one file in dist/.
-  const fromSource = import.meta.url.endsWith("/plugins/runtime/plugin.ts");
-  const launcher = fromSource ? "../../bin/containerd-ts" : "../bin/containerd-ts";
-  return fileURLToPath(new URL(launcher, import.meta.url));
+  return fileURLToPath(new URL("../../bin/containerd-ts", import.meta.url));
 }
 
 register({
