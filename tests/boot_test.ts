@@ -57,12 +57,16 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "cts-" });
     try {
       const first = await startDaemon({ dir });
+      // Made when first asked for (containerd's getUUID), not by the boot.
+      const uuidFile = `${first.root}/io.containerd.grpc.v1.introspection/uuid`;
+      assert.equal(await Deno.stat(uuidFile).then(() => true, () => false), false);
       const v1 = await ctr(first.address, ["version"]);
       assert.equal(v1.code, 0, v1.stderr);
       const meta = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
       assert.match(v1.stdout, new RegExp(`Server:\\s+Version:\\s+${meta.version}`));
       const uuid1 = /UUID:\s+(\S+)/.exec(v1.stdout)?.[1];
       assert.match(uuid1 ?? "", /^[0-9a-f-]{36}$/);
+      assert.equal(await Deno.readTextFile(uuidFile), uuid1);
       assert.equal((await first.stop()).code, 0);
 
       const second = await startDaemon({ dir });

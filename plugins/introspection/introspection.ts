@@ -17,6 +17,7 @@ import {
   type Plugin,
   PluginSchema,
   PluginsResponseSchema,
+  type ServerResponse,
   ServerResponseSchema,
 } from "../../proto/gen/containerd/services/introspection/v1/introspection_pb.ts";
 import { PlatformSchema } from "../../proto/gen/containerd/types/platform_pb.ts";
@@ -57,7 +58,10 @@ export function filterPlugins(plugins: PluginSet, filters: readonly string[]): P
     .map(pluginInfo);
 }
 
-/** Read the daemon's UUID from `dir/uuid`, creating it (crash-safe) on first boot. */
+/**
+ * Read the daemon's UUID from `dir/uuid`, creating it (crash-safe) the first time it is
+ * asked for.
+ */
 export async function loadOrCreateUuid(dir: string): Promise<string> {
   const path = `${dir}/uuid`;
   try {
@@ -92,18 +96,28 @@ register({
   type: GRPCPlugin,
   id: "introspection",
   requires: [ALL],
-  async init(ctx): Promise<RpcServices> {
-    const uuid = await loadOrCreateUuid(ctx.root);
-    const server = create(ServerResponseSchema, {
-      uuid,
-      pid: BigInt(Deno.pid),
-      pidns: await pidNamespace(),
-    });
+  init(ctx): RpcServices {
+    // Made on the first Server call, as containerd's getUUID does: a first boot would
+    // otherwise wait for the file's create, fsync and rename (~2-3 ms here). Concurrent
+    // first calls share one load; a failed one is retried by the next call.
+    let server: Promise<ServerResponse> | undefined;
+    const load = async () =>
+      create(ServerResponseSchema, {
+        uuid: await loadOrCreateUuid(ctx.root),
+        pid: BigInt(Deno.pid),
+        pidns: await pidNamespace(),
+      });
     return {
       services: [serviceSpec(Introspection, {
         plugins: (request) =>
           create(PluginsResponseSchema, { plugins: filterPlugins(ctx.plugins, request.filters) }),
-        server: () => server,
+        server: () => {
+          server ??= load().catch((err) => {
+            server = undefined;
+            throw err;
+          });
+          return server;
+        },
       })],
     };
   },
