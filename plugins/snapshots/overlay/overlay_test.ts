@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Exchange } from "../../../server/exchange.ts";
 import { silentLogger } from "../../../server/log.ts";
-import { readMounts, withTempMount } from "../../../server/mount.ts";
+import { mountAll, readMounts, unmountAll, withTempMount } from "../../../server/mount.ts";
 import { initPlugins, registry } from "../../../server/plugin.ts";
 import { SnapshotPlugin } from "../../types.ts";
 import { snapshotterSuite } from "../conformance.ts";
@@ -159,6 +159,30 @@ Deno.test("overlaySupport mounts a two-lowerdir overlay in the root and leaves n
   assert.deepEqual(await list(`${tmp}/root`), []);
   assert.deepEqual((await readMounts()).filter((m) => m.mountPoint.startsWith(tmp)), []);
   await Deno.remove(tmp, { recursive: true });
+});
+
+Deno.test("overlaySupport gives the mount's failure as the reason and leaves nothing behind", async () => {
+  // A root inside an overlay: the kernel refuses an overlay as the check's upperdir, so the
+  // direct mount(2) fails, mount(8) is tried and names the cause.
+  const tmp = await Deno.makeTempDir({ prefix: "overlay-support-" });
+  for (const dir of ["l", "u", "w", "m"]) await Deno.mkdir(`${tmp}/${dir}`);
+  await mountAll([{
+    type: "overlay",
+    source: "overlay",
+    options: [`lowerdir=${tmp}/l`, `upperdir=${tmp}/u`, `workdir=${tmp}/w`],
+  }], `${tmp}/m`);
+  try {
+    const reason = await overlaySupport(`${tmp}/m/root`);
+    assert.match(reason ?? "", new RegExp(`^failed to mount overlay in ${tmp}/m/root: .+`));
+    assert.deepEqual(await list(`${tmp}/m/root`), []);
+    assert.deepEqual(
+      (await readMounts()).filter((m) => m.mountPoint.startsWith(tmp)).map((m) => m.mountPoint),
+      [`${tmp}/m`],
+    );
+  } finally {
+    await unmountAll(`${tmp}/m`);
+    await Deno.remove(tmp, { recursive: true });
+  }
 });
 
 Deno.test("the overlayfs plugin checks support, exports root and applies its config", async () => {
