@@ -104,6 +104,10 @@ Deno.test({
       });
       const version = await ok(ctr(daemon.address, ["version"]));
       assert.match(version.stdout, /Server:\s+Version:\s+\S+/);
+      // The build stamped the commit it bundled (`.m` when the tree had changes).
+      const head = await sh("git", ["-C", REPO, "rev-parse", "HEAD"]);
+      const revision = head.code === 0 ? head.stdout.trim() : "unknown";
+      assert.match(version.stdout, new RegExp(`Server:[^]*Revision:\\s+${revision}(\\.m)?\\n`));
       // The daemon is the bundle (or the binary), not main.ts.
       const ps = await sh("ps", ["-eo", "args"]);
       const running = ps.stdout.split("\n").find((l) => l.includes(daemon!.address)) ?? "";
