@@ -20,6 +20,17 @@ import { versionOnce } from "./client.ts";
 /** Which daemon. */
 export type DaemonKind = "containerd" | "containerd-ts";
 
+/**
+ * A server of bench/servers.ts booted beside the daemons, from source on the daemon's Deno and
+ * V8 flags: `fixed` is Deno plus this project's HTTP/2 server answering a fixed Version reply,
+ * `handler` adds the RPC layer (server/rpc.ts, Connect, the interceptors) without plugins —
+ * what a daemon on this stack costs at boot and at idle before any plugin.
+ */
+export type ReferenceKind = "fixed" | "handler";
+
+/** Anything the boot scenario starts and measures. */
+export type BootKind = DaemonKind | ReferenceKind;
+
 /** Repository root (bench/..). */
 export const REPO: string = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** Debian's containerd. */
@@ -27,9 +38,9 @@ export const CONTAINERD_BIN = "/usr/bin/containerd";
 /** Our launcher seam. */
 export const LAUNCHER: string = `${REPO}/bin/containerd-ts`;
 
-/** A daemon the bench started. */
+/** A daemon (or reference server) the bench started. */
 export interface RunningDaemon {
-  readonly kind: DaemonKind;
+  readonly kind: BootKind;
   readonly socket: string;
   /** Process start → first successful Version RPC, in ms. */
   readonly bootMs: number;
@@ -160,11 +171,22 @@ export async function findDaemonPid(root: number, names: readonly string[]): Pro
 export interface StartOptions {
   /** Give up waiting for the first answer after this long. Default 60 s. */
   bootTimeoutMs?: number;
+  /** For a reference server: bench/servers.ts or a bundle of it. Default the source. */
+  serversScript?: string;
 }
 
-/** Start a daemon on fresh temp dirs and wait for its first Version answer. */
+/**
+ * The V8 flags bin/containerd-ts gives the daemon, as deno.json's start task spells them
+ * (tests/launcher_test.ts keeps the two equal): the reference servers run with them too.
+ */
+export async function daemonV8Flags(): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
+  return String(config.tasks?.start ?? "").split(/\s+/).filter((a) => a.startsWith("--v8-flags="));
+}
+
+/** Start a daemon (or reference server) on fresh temp dirs; wait for its first Version answer. */
 export async function startDaemon(
-  kind: DaemonKind,
+  kind: BootKind,
   options: StartOptions = {},
 ): Promise<RunningDaemon> {
   const dir = await Deno.makeTempDir({ prefix: `bench-${kind}-` });
@@ -174,6 +196,22 @@ export async function startDaemon(
     await Deno.writeTextFile(`${dir}/config.toml`, containerdConfig(dir));
     command = new Deno.Command(CONTAINERD_BIN, {
       args: ["--config", `${dir}/config.toml`],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    });
+  } else if (kind === "fixed" || kind === "handler") {
+    command = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        "--quiet",
+        ...await daemonV8Flags(),
+        options.serversScript ?? `${REPO}/bench/servers.ts`,
+        kind,
+        socket,
+      ],
+      cwd: REPO,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -238,7 +276,11 @@ export async function startDaemon(
   const bootMs = performance.now() - started;
   daemonPid = await findDaemonPid(
     child.pid,
-    kind === "containerd" ? ["containerd"] : ["deno", "containerd-ts"],
+    kind === "containerd"
+      ? ["containerd"]
+      : kind === "containerd-ts"
+      ? ["deno", "containerd-ts"]
+      : ["deno"],
   );
   const pid = daemonPid;
   return {

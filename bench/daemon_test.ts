@@ -1,6 +1,6 @@
-/** Tests for the bench's process-memory reading. */
+/** Tests for the bench's process-memory reading and how it starts the reference servers. */
 import assert from "node:assert/strict";
-import { parseSmapsRollup, readMemoryKiB } from "./daemon.ts";
+import { daemonV8Flags, parseSmapsRollup, readMemoryKiB, REPO } from "./daemon.ts";
 
 Deno.test("parseSmapsRollup splits Rss into anonymous and file-backed pages", () => {
   const text = [
@@ -23,4 +23,11 @@ Deno.test("readMemoryKiB of this process adds up, and is NaN for a process that 
   assert.equal(own.anonymous + own.fileBacked, own.rss);
   const gone = await readMemoryKiB(2 ** 22 + 7);
   assert.ok(Number.isNaN(gone.rss));
+});
+
+Deno.test("the reference servers get the daemon's V8 flags, as deno.json's start task has them", async () => {
+  const flags = await daemonV8Flags();
+  assert.equal(flags.length, 1);
+  const launcher = await Deno.readTextFile(`${REPO}/bin/containerd-ts`);
+  assert.ok(launcher.includes(`v8_flags=${flags[0]}`), flags[0]);
 });

@@ -4,7 +4,9 @@
  * Scenarios (select with `--only a,b`; default all), each run against both daemons in the same
  * run, alternating which goes first:
  * - boot: process start → first successful Version RPC (min/median/max over `--boots`), and
- *   idle RSS: VmRSS of the daemon process 1 s after boot (the deno process for ours);
+ *   idle RSS: VmRSS of the daemon process 1 s after boot (the deno process for ours); beside
+ *   them the same for bench/servers.ts's fixed-reply server and RPC handler, booted in the
+ *   same rounds: what Deno and this project's stack cost before any plugin;
  * - unary: Version and namespaces List requests/s with p50/p99 at each `--concurrency`, one
  *   raw node:http2 gRPC client (bench/client.ts) for every target, `--duration-ms` per point,
  *   `--repeat` rounds (median and range shown); beside them, the same client against the daemon's HTTP/2
@@ -29,7 +31,15 @@
 import { parseArgs } from "node:util";
 import type { LoadResult } from "./client.ts";
 import { ctr } from "./ctr.ts";
-import { type DaemonKind, REPO, type RunningDaemon, startDaemon, unavailable } from "./daemon.ts";
+import {
+  type BootKind,
+  type DaemonKind,
+  type ReferenceKind,
+  REPO,
+  type RunningDaemon,
+  startDaemon,
+  unavailable,
+} from "./daemon.ts";
 import {
   type Cell,
   cellMedian,
@@ -75,6 +85,8 @@ interface BenchOptions {
 type LoadCell = { ok: true; results: LoadResult[] } | { ok: false; reason: string };
 
 const DAEMONS: readonly DaemonKind[] = ["containerd", "containerd-ts"];
+/** The reference servers booted beside the daemons (bench/daemon.ts ReferenceKind). */
+const REFERENCES: readonly ReferenceKind[] = ["fixed", "handler"];
 
 function parseOptions(args: string[]): BenchOptions {
   const { values } = parseArgs({
@@ -126,27 +138,58 @@ async function launchedArtifact(): Promise<string> {
 // ----------------------------------------------------------------------------------------------
 // Boot and RSS
 
+/**
+ * bench/servers.ts in the form bin/containerd-ts runs the daemon: from source, or bundled
+ * (`deno bundle --minify`, into `dir`) when the daemon runs what `deno task build` made —
+ * from source the reference servers' module loading alone cost ~30 ms and ~2 MiB more than
+ * the daemon's whole bundle, which made no floor.
+ */
+async function referenceServersScript(dir: string): Promise<string> {
+  const source = `${REPO}/bench/servers.ts`;
+  const built = (path: string) => Deno.stat(`${REPO}/${path}`).then(() => true, () => false);
+  if (!(await built("dist/containerd-ts")) && !(await built("dist/bundle/main.js"))) return source;
+  const out = `${dir}/servers.js`;
+  const bundled = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", "--minify", "--platform", "deno", "--output", out, source],
+    cwd: REPO,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!bundled.success) {
+    throw new Error(`deno bundle bench/servers.ts: ${new TextDecoder().decode(bundled.stderr)}`);
+  }
+  return out;
+}
+
 async function measureBoots(
   options: BenchOptions,
   reasons: Map<DaemonKind, string>,
 ): Promise<{
-  boot: Map<DaemonKind, Cell>;
-  rss: Map<DaemonKind, Cell>;
-  anonymous: Map<DaemonKind, Cell>;
-  fileBacked: Map<DaemonKind, Cell>;
+  boot: Map<BootKind, Cell>;
+  rss: Map<BootKind, Cell>;
+  anonymous: Map<BootKind, Cell>;
+  fileBacked: Map<BootKind, Cell>;
 }> {
-  const boots = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
-  const rss = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
-  const anonymous = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
-  const fileBacked = new Map<DaemonKind, number[]>(DAEMONS.map((d) => [d, []]));
-  const failed = new Map<DaemonKind, string>(reasons);
+  const kinds: readonly BootKind[] = [...DAEMONS, ...REFERENCES];
+  const boots = new Map<BootKind, number[]>(kinds.map((d) => [d, []]));
+  const rss = new Map<BootKind, number[]>(kinds.map((d) => [d, []]));
+  const anonymous = new Map<BootKind, number[]>(kinds.map((d) => [d, []]));
+  const fileBacked = new Map<BootKind, number[]>(kinds.map((d) => [d, []]));
+  const failed = new Map<BootKind, string>(reasons);
+  const scratch = await Deno.makeTempDir({ prefix: "bench-servers-" });
+  let serversScript: string | undefined;
+  try {
+    serversScript = await referenceServersScript(scratch);
+  } catch (err) {
+    for (const kind of REFERENCES) failed.set(kind, messageOf(err));
+  }
   for (let i = 0; i < options.boots; i++) {
-    const order = i % 2 === 0 ? DAEMONS : [...DAEMONS].reverse();
+    const order = i % 2 === 0 ? kinds : [...kinds].reverse();
     for (const kind of order) {
       if (failed.has(kind)) continue;
       let daemon: RunningDaemon | undefined;
       try {
-        daemon = await startDaemon(kind);
+        daemon = await startDaemon(kind, serversScript ? { serversScript } : {});
         boots.get(kind)!.push(daemon.bootMs);
         await new Promise((r) => setTimeout(r, 1000));
         // One read of smaps_rollup: its Rss is VmRSS, split into what makes it up.
@@ -170,15 +213,18 @@ async function measureBoots(
       }
     }
   }
-  const cell = (kind: DaemonKind, values: number[]): Cell =>
+  await Deno.remove(scratch, { recursive: true }).catch(() => {});
+  const cell = (kind: BootKind, values: number[]): Cell =>
     values.length > 0
       ? { ok: true, values }
       : { ok: false, reason: failed.get(kind) ?? "no samples" };
+  const cells = (samples: Map<BootKind, number[]>) =>
+    new Map(kinds.map((d) => [d, cell(d, samples.get(d)!)]));
   return {
-    boot: new Map(DAEMONS.map((d) => [d, cell(d, boots.get(d)!)])),
-    rss: new Map(DAEMONS.map((d) => [d, cell(d, rss.get(d)!)])),
-    anonymous: new Map(DAEMONS.map((d) => [d, cell(d, anonymous.get(d)!)])),
-    fileBacked: new Map(DAEMONS.map((d) => [d, cell(d, fileBacked.get(d)!)])),
+    boot: cells(boots),
+    rss: cells(rss),
+    anonymous: cells(anonymous),
+    fileBacked: cells(fileBacked),
   };
 }
 
@@ -402,15 +448,17 @@ function bootRows(
   measured: Awaited<ReturnType<typeof measureBoots>>,
 ): Row[] {
   const { boot, rss, anonymous, fileBacked } = measured;
-  const pair = (scenario: string, cells: Map<DaemonKind, Cell>, unit: string, digits: number) => ({
+  const pair = (scenario: string, cells: Map<BootKind, Cell>, unit: string, digits: number) => ({
     scenario,
     containerd: rangeText(cells.get("containerd"), unit, digits),
     ours: rangeText(cells.get("containerd-ts"), unit, digits),
     ratio: `${
       ratioText(cellMedian(cells.get("containerd-ts")), cellMedian(cells.get("containerd")))
     } (median)`,
-    reference: "—",
-    handler: "—",
+    // What Deno and this project's HTTP/2 server (and RPC layer) cost before any plugin: the
+    // part of a ratio that no plugin work can remove.
+    reference: `fixed-reply server process: ${rangeText(cells.get("fixed"), unit, digits)}`,
+    handler: `handler process: ${rangeText(cells.get("handler"), unit, digits)}`,
   });
   return [
     pair(`boot to first Version RPC (min / median / max, ${options.boots} boots)`, boot, "ms", 0),

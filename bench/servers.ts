@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import http2 from "node:http2";
+import type * as http2 from "node:http2";
 import { Buffer } from "node:buffer";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { H2Server } from "../server/h2_server.ts";
@@ -44,11 +44,15 @@ function replyEnvelope(): Buffer {
   return envelope;
 }
 
-/** Create (not listen) a server of `kind`. */
-export function createBenchServer(kind: ServerKind): H2Server | http2.Http2Server {
+/**
+ * Create (not listen) a server of `kind`. node:http2 is loaded only for `fixed-node`: the
+ * other two are booted beside the daemon as references, which does not load it either.
+ */
+export async function createBenchServer(kind: ServerKind): Promise<H2Server | http2.Http2Server> {
   const envelope = replyEnvelope();
   if (kind === "fixed-node") {
-    const server = http2.createServer();
+    const { default: nodeHttp2 } = await import("node:http2");
+    const server = nodeHttp2.createServer();
     server.on("session", (s) => s.on("error", () => {}));
     server.on("stream", (stream) => {
       stream.on("error", () => {});
@@ -97,7 +101,7 @@ if (import.meta.main) {
   try {
     Deno.removeSync(socket);
   } catch { /* not there */ }
-  const server = createBenchServer(kind as ServerKind);
+  const server = await createBenchServer(kind as ServerKind);
   // Listened as the daemon listens (server/listen.ts): Deno's socket; the daemon's server takes
   // the connection itself, node's receives it as a `connection` event.
   if (server instanceof H2Server) UnixSocketListener.listenConns(socket, (c) => server.serve(c));
