@@ -81,12 +81,21 @@ import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type { Logger } from "./log.ts";
 import type { TtrpcServiceImpl } from "./ttrpc.ts";
 
+/**
+ * A hand-written `toBinary` for one response message type, for responses large enough that
+ * protobuf-es's reflective encoding shows (images List of 10 000 images); it must give
+ * exactly `toBinary`'s bytes, or undefined to leave this message to `toBinary`.
+ */
+export type ResponseEncoder = (message: MessageShape<DescMessage>) => Uint8Array | undefined;
+
 /** A Connect service and its implementation, as a plugin hands it to the server. */
 export interface ServiceSpec {
   /** The generated service descriptor (e.g. `Version` from version_pb.ts). */
   readonly service: DescService;
   /** Method implementations by local name; missing methods answer Unimplemented. */
   readonly impl: Partial<ServiceImpl<DescService>>;
+  /** {@link ResponseEncoder}s by response type name, for unary answers on the gRPC fast path. */
+  readonly encoders?: ReadonlyMap<string, ResponseEncoder>;
 }
 
 /**
@@ -96,8 +105,10 @@ export interface ServiceSpec {
 export function serviceSpec<S extends DescService>(
   service: S,
   impl: Partial<ServiceImpl<S>>,
+  encoders?: ReadonlyMap<string, ResponseEncoder>,
 ): ServiceSpec {
-  return { service, impl: impl as Partial<ServiceImpl<DescService>> };
+  const spec = { service, impl: impl as Partial<ServiceImpl<DescService>> };
+  return encoders === undefined ? spec : { ...spec, encoders };
 }
 
 /**
@@ -205,6 +216,8 @@ export interface RpcHandler {
 interface FastMethod {
   readonly method: DescMethod;
   readonly spec: Extract<MethodImplSpec, { kind: "unary" | "server_streaming" }>;
+  /** The service's hand-written encoder of this method's response type, if it has one. */
+  readonly encode?: ResponseEncoder;
 }
 
 type NodeHeaders = Record<string, string | string[]>;
@@ -281,7 +294,13 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
     for (const method of spec.service.methods) {
       const m = implSpec.methods[method.localName];
       if (m?.kind === "unary" || m?.kind === "server_streaming") {
-        fast.set(`/${spec.service.typeName}/${method.name}`, { method: m.method, spec: m });
+        const encode = spec.encoders?.get(m.method.output.typeName);
+        fast.set(
+          `/${spec.service.typeName}/${method.name}`,
+          encode === undefined
+            ? { method: m.method, spec: m }
+            : { method: m.method, spec: m, encode },
+        );
       }
     }
   }
@@ -526,7 +545,10 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
       if (fm.spec.kind === "unary") {
         invokeUnaryImplementation(fm.spec, context, input, chain).then((output) => {
           if (answered) return;
-          const envelope = encodeEnvelope(fm.method.output, output);
+          const custom = fm.encode?.(output);
+          const envelope = custom === undefined
+            ? encodeEnvelope(fm.method.output, output)
+            : envelopeOf(custom);
           if (envelope.byteLength - 5 > maxSend) {
             finish(sendTooLarge(envelope.byteLength - 5, maxSend));
             return;

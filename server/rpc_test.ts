@@ -230,6 +230,8 @@ interface ServerOptions {
   log?: Logger;
   /** Which HTTP/2 server the handler is attached to. Default "h2". */
   on?: ServerKind;
+  /** The services served. Default {@link testServices}. */
+  services?: ServiceSpec[];
 }
 
 async function startServer(options: ServerOptions = {}): Promise<TestServer> {
@@ -242,7 +244,7 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
     return next(req);
   };
   const rpc = createRpcHandler({
-    services: testServices(seen),
+    services: options.services ?? testServices(seen),
     interceptors: [
       counting,
       contextInterceptor(),
@@ -864,6 +866,34 @@ Deno.test("unknown service or method → gRPC 12 with HTTP 200; Connect → 404 
       });
     }
   });
+});
+
+Deno.test("a service's response encoder writes its unary answers on the gRPC fast path only", async () => {
+  const served = create(VersionResponseSchema, { version: "from-the-implementation" });
+  const encoded = toBinary(VersionResponseSchema, { ...served, version: "from-the-encoder" });
+  let declined = false;
+  const encoders = new Map([[
+    VersionResponseSchema.typeName,
+    () => declined ? undefined : encoded,
+  ]]);
+  const services = [serviceSpec(Version, { version: () => served }, encoders)];
+  for (const on of SERVER_KINDS) {
+    await withServer(async (s) => {
+      for (const kind of ALL_KINDS) {
+        await withClient(s, kind, async (t) => {
+          const res = await createClient(Version, t).version({});
+          const expected = kind === "grpc" ? "from-the-encoder" : "from-the-implementation";
+          assert.equal(res.version, expected, `${on} ${kind}`);
+        });
+      }
+      // An encoder that declines leaves the message to toBinary.
+      declined = true;
+      await withClient(s, "grpc", async (t) => {
+        assert.equal((await createClient(Version, t).version({})).version, served.version);
+      });
+      declined = false;
+    }, { on, services });
+  }
 });
 
 Deno.test("oversize request and response → ResourceExhausted naming size and limit", async () => {
