@@ -1,11 +1,13 @@
 /**
  * The binary encoding of a ListImagesResponse, written by hand for the gRPC fast path.
  *
- * Why: `ctr images ls` and every image-aware client list all images of a namespace, and with
- * 10 000 images protobuf-es's `toBinary` took 16-22 ms of the ~120 ms call (warm, in
- * process): each image is five nested messages (the image, its target, two timestamps, its
- * label entries), each framed with a fork and a copying join. Sizes are computed first here,
- * so every byte is written once into one buffer: 7-13 ms for the same 10 000 images.
+ * Why: `ctr images ls` and every image-aware client list all images of a namespace. With
+ * 10 000 images, protobuf-es's `toBinary` frames each image as five nested messages (the
+ * image, its target, two timestamps, its label entries), each with a fork and a copying join.
+ * Here the sizes come first (every string measured once, its UTF-8 length queued for the
+ * second pass) and every byte is written once into one buffer. Measured with 10 000 images:
+ * 10.4 against 15.5 ms per encode in a loop; in the daemon, the List call's server time
+ * (trace log, median of 20) went from 72.8 to 57.9 ms.
  *
  * The bytes are exactly `toBinary`'s: proto3 implicit presence (empty strings and zero
  * numbers are left out), fields in number order, map entries in `Object.keys` order with key
@@ -72,11 +74,14 @@ function varint32Size(value: number): number {
 
 /** Bytes of an int64 as a varint (negative: two's complement over 64 bits, ten bytes). */
 function varint64Size(value: bigint): number {
-  if (value < 0n) return 10;
-  if (value <= 0xffffffffn) return varint32Size(Number(value));
-  let n = 5;
-  for (let v = value >> 35n; v > 0n; v >>= 7n) n++;
-  return n;
+  // One conversion and number comparisons: BigInt comparisons cost more, and the double
+  // rounds every value above 2^32 - 1 to at least 2^32, so the range test stays exact.
+  const n = Number(value);
+  if (n >= 0 && n <= 0xffffffff) return varint32Size(n);
+  if (n < 0) return 10;
+  let size = 5;
+  for (let v = value >> 35n; v > 0n; v >>= 7n) size++;
+  return size;
 }
 
 /** Bytes of an int32 as a varint (negative: sign-extended to 64 bits, ten bytes). */
@@ -84,61 +89,77 @@ function int32Size(value: number): number {
   return value < 0 ? 10 : varint32Size(value);
 }
 
-/** One string field: tag, length, bytes. */
-function stringFieldSize(s: string): number {
-  const n = utf8Length(s);
-  return 1 + varint32Size(n) + n;
-}
+/**
+ * The first pass: every length-delimited size, in the order the second pass writes them.
+ * Strings are measured once here (their UTF-8 lengths queued), not again while written.
+ */
+class Sizer {
+  /** UTF-8 lengths of the strings, in write order. */
+  strings = new Int32Array(1024);
+  stringCount = 0;
 
-/** Length-delimited size of one map<string, string> entry's body. */
-function mapEntrySize(key: string, value: string): number {
-  return stringFieldSize(key) + stringFieldSize(value);
-}
-
-function mapSize(map: Record<string, string>): number {
-  let n = 0;
-  for (const key of Object.keys(map)) {
-    const entry = mapEntrySize(key, map[key]!);
-    n += 1 + varint32Size(entry) + entry;
+  /** Size of a string field (tag, length, bytes); queues the length. */
+  string(s: string): number {
+    const n = utf8Length(s);
+    if (this.stringCount === this.strings.length) {
+      const grown = new Int32Array(this.strings.length * 2);
+      grown.set(this.strings);
+      this.strings = grown;
+    }
+    this.strings[this.stringCount++] = n;
+    return 1 + varint32Size(n) + n;
   }
-  return n;
+
+  map(map: Record<string, string>): number {
+    let n = 0;
+    for (const key of Object.keys(map)) {
+      const entry = this.string(key) + this.string(map[key]!);
+      n += 1 + varint32Size(entry) + entry;
+    }
+    return n;
+  }
+
+  timestamp(t: Timestamp): number {
+    return (t.seconds !== 0n ? 1 + varint64Size(t.seconds) : 0) +
+      (t.nanos !== 0 ? 1 + int32Size(t.nanos) : 0);
+  }
+
+  descriptor(d: Descriptor): number {
+    return (d.mediaType !== "" ? this.string(d.mediaType) : 0) +
+      (d.digest !== "" ? this.string(d.digest) : 0) +
+      (d.size !== 0n ? 1 + varint64Size(d.size) : 0) +
+      this.map(d.annotations);
+  }
+
+  /** Body sizes of `image`, its target and timestamps (-1: not set) into `out` at `at`. */
+  image(image: Image, out: Int32Array, at: number): number {
+    const name = image.name !== "" ? this.string(image.name) : 0;
+    const labels = this.map(image.labels);
+    const target = image.target === undefined ? -1 : this.descriptor(image.target);
+    const created = image.createdAt === undefined ? -1 : this.timestamp(image.createdAt);
+    const updated = image.updatedAt === undefined ? -1 : this.timestamp(image.updatedAt);
+    const size = name + labels +
+      (target < 0 ? 0 : 1 + varint32Size(target) + target) +
+      (created < 0 ? 0 : 1 + varint32Size(created) + created) +
+      (updated < 0 ? 0 : 1 + varint32Size(updated) + updated);
+    out[at] = size;
+    out[at + 1] = target;
+    out[at + 2] = created;
+    out[at + 3] = updated;
+    return size;
+  }
 }
 
-function timestampSize(t: Timestamp): number {
-  return (t.seconds !== 0n ? 1 + varint64Size(t.seconds) : 0) +
-    (t.nanos !== 0 ? 1 + int32Size(t.nanos) : 0);
-}
-
-function descriptorSize(d: Descriptor): number {
-  return (d.mediaType !== "" ? stringFieldSize(d.mediaType) : 0) +
-    (d.digest !== "" ? stringFieldSize(d.digest) : 0) +
-    (d.size !== 0n ? 1 + varint64Size(d.size) : 0) +
-    mapSize(d.annotations);
-}
-
-/** Length-delimited body sizes per image: [image, target, created, updated]. */
-function imageSizes(image: Image, out: Int32Array, at: number): number {
-  const target = image.target === undefined ? -1 : descriptorSize(image.target);
-  const created = image.createdAt === undefined ? -1 : timestampSize(image.createdAt);
-  const updated = image.updatedAt === undefined ? -1 : timestampSize(image.updatedAt);
-  const size = (image.name !== "" ? stringFieldSize(image.name) : 0) +
-    mapSize(image.labels) +
-    (target < 0 ? 0 : 1 + varint32Size(target) + target) +
-    (created < 0 ? 0 : 1 + varint32Size(created) + created) +
-    (updated < 0 ? 0 : 1 + varint32Size(updated) + updated);
-  out[at] = size;
-  out[at + 1] = target;
-  out[at + 2] = created;
-  out[at + 3] = updated;
-  return size;
-}
-
-/** Writes into one buffer sized in advance. */
+/** The second pass: writes into one buffer of the size the first pass found. */
 class Writer {
   readonly bytes: Uint8Array;
   at = 0;
-  constructor(size: number) {
+  readonly #strings: Int32Array;
+  #next = 0;
+
+  constructor(size: number, strings: Int32Array) {
     this.bytes = new Uint8Array(size);
+    this.#strings = strings;
   }
 
   byte(b: number): void {
@@ -154,11 +175,12 @@ class Writer {
   }
 
   int64(value: bigint): void {
-    let v = BigInt.asUintN(64, value);
-    if (v < 0x80000000n) {
-      this.uint32(Number(v));
+    const n = Number(value); // exact range test, as in varint64Size
+    if (n >= 0 && n <= 0xffffffff) {
+      this.uint32(n);
       return;
     }
+    let v = BigInt.asUintN(64, value);
     while (v > 0x7fn) {
       this.bytes[this.at++] = Number(v & 0x7fn) | 0x80;
       v >>= 7n;
@@ -171,11 +193,16 @@ class Writer {
     else this.int64(BigInt(value));
   }
 
-  string(s: string): void {
-    const n = utf8Length(s);
+  /** A string field's tag, length and bytes, its length as the first pass queued it. */
+  string(tag: number, s: string): void {
+    const n = this.#strings[this.#next++]!;
+    this.bytes[this.at++] = tag;
     this.uint32(n);
     if (n === s.length) {
-      for (let i = 0; i < n; i++) this.bytes[this.at++] = s.charCodeAt(i);
+      const bytes = this.bytes;
+      let at = this.at;
+      for (let i = 0; i < n; i++) bytes[at++] = s.charCodeAt(i);
+      this.at = at;
       return;
     }
     encoder.encodeInto(s, this.bytes.subarray(this.at, this.at + n));
@@ -184,13 +211,12 @@ class Writer {
 
   map(tag: number, map: Record<string, string>): void {
     for (const key of Object.keys(map)) {
-      const value = map[key]!;
+      const k = this.#strings[this.#next]!;
+      const v = this.#strings[this.#next + 1]!;
       this.byte(tag);
-      this.uint32(mapEntrySize(key, value));
-      this.byte(TAG_1_LEN);
-      this.string(key);
-      this.byte(TAG_2_LEN);
-      this.string(value);
+      this.uint32(2 + varint32Size(k) + k + varint32Size(v) + v);
+      this.string(TAG_1_LEN, key);
+      this.string(TAG_2_LEN, map[key]!);
     }
   }
 
@@ -221,35 +247,27 @@ export function encodeListImagesResponse(message: ListImagesResponse): Uint8Arra
   if ((message.$unknown?.length ?? 0) > 0) return undefined;
   const images = message.images;
   const sizes = new Int32Array(images.length * 4);
+  const sizer = new Sizer();
   let total = 0;
   for (let i = 0; i < images.length; i++) {
     const image = images[i]!;
     if (hasUnknown(image)) return undefined;
-    const size = imageSizes(image, sizes, i * 4);
+    const size = sizer.image(image, sizes, i * 4);
     total += 1 + varint32Size(size) + size;
   }
-  const w = new Writer(total);
+  const w = new Writer(total, sizer.strings);
   for (let i = 0; i < images.length; i++) {
     const image = images[i]!;
     w.byte(TAG_1_LEN);
     w.uint32(sizes[i * 4]!);
-    if (image.name !== "") {
-      w.byte(TAG_1_LEN);
-      w.string(image.name);
-    }
+    if (image.name !== "") w.string(TAG_1_LEN, image.name);
     w.map(TAG_2_LEN, image.labels);
     const target = image.target;
     if (target !== undefined) {
       w.byte(TAG_3_LEN);
       w.uint32(sizes[i * 4 + 1]!);
-      if (target.mediaType !== "") {
-        w.byte(TAG_1_LEN);
-        w.string(target.mediaType);
-      }
-      if (target.digest !== "") {
-        w.byte(TAG_2_LEN);
-        w.string(target.digest);
-      }
+      if (target.mediaType !== "") w.string(TAG_1_LEN, target.mediaType);
+      if (target.digest !== "") w.string(TAG_2_LEN, target.digest);
       if (target.size !== 0n) {
         w.byte(TAG_3_VARINT);
         w.int64(target.size);
