@@ -545,10 +545,19 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
       if (fm.spec.kind === "unary") {
         invokeUnaryImplementation(fm.spec, context, input, chain).then((output) => {
           if (answered) return;
-          const custom = fm.encode?.(output);
-          const envelope = custom === undefined
-            ? encodeEnvelope(fm.method.output, output)
-            : envelopeOf(custom);
+          let envelope: Buffer;
+          try {
+            const custom = fm.encode?.(output);
+            envelope = custom === undefined
+              ? encodeEnvelope(fm.method.output, output)
+              : envelopeOf(custom);
+          } catch (err) {
+            // An implementation's message that does not encode (or an encoder that failed)
+            // ends this call with an error; thrown here it would reject a promise no one
+            // handles, and an unhandled rejection ends the process.
+            finish(err);
+            return;
+          }
           if (envelope.byteLength - 5 > maxSend) {
             finish(sendTooLarge(envelope.byteLength - 5, maxSend));
             return;

@@ -896,6 +896,33 @@ Deno.test("a service's response encoder writes its unary answers on the gRPC fas
   }
 });
 
+Deno.test("a unary answer that cannot be encoded fails that call, and the server serves on", async () => {
+  const encoders = new Map([[VersionResponseSchema.typeName, () => {
+    throw new Error("the encoder broke");
+  }]]);
+  const services = [
+    serviceSpec(
+      Version,
+      { version: () => create(VersionResponseSchema, { version: "v" }) },
+      encoders,
+    ),
+    // A uint64 field holding what is no number: toBinary refuses it.
+    serviceSpec(Introspection, {
+      server: () => create(ServerResponseSchema, { uuid: "u", pid: "not a number" as never }),
+    }),
+  ];
+  await withServer(async (s) => {
+    await withClient(s, "grpc", async (t) => {
+      await rejectsWith(createClient(Version, t).version({}), Code.Internal);
+      await rejectsWith(createClient(Introspection, t).server({}), Code.Internal);
+      // The server is still there for the next call (grpc-go answers a response it cannot
+      // marshal with Internal too).
+      await rejectsWith(createClient(Version, t).version({}), Code.Internal);
+    });
+    assert.equal(s.rpc.inFlight, 0);
+  }, { services });
+});
+
 Deno.test("oversize request and response → ResourceExhausted naming size and limit", async () => {
   await withServer(async (s) => {
     const big = "y".repeat(LIMIT + 10);
