@@ -81,7 +81,8 @@ Deno.test({
       const partials = [...Deno.readDirSync(`${tree}/dist`)].filter((e) => /partial/.test(e.name));
       assert.deepEqual(partials, []);
       // Split at the dynamic imports: what a boot evaluates (main.js, the plugins, the CLI and
-      // the server) leaves out the Node modules only other commands and metrics need.
+      // the server) leaves out the Node modules only other commands, metrics and layer
+      // decompression need.
       const bundleDir = `${tree}/dist/bundle`;
       const chunks = [...Deno.readDirSync(bundleDir)].map((e) => e.name);
       const named = (prefix: string) => chunks.filter((c) => c.startsWith(`${prefix}-`));
@@ -92,7 +93,7 @@ Deno.test({
         ...named("server"),
       ]);
       assert.ok(boot.has("node:sqlite") && boot.has("node:net"), [...boot].join(" "));
-      for (const unneeded of ["node:http2", "node:https", "node:module"]) {
+      for (const unneeded of ["node:http2", "node:https", "node:module", "node:zlib"]) {
         assert.ok(!boot.has(unneeded), `${unneeded} in the boot's chunks`);
       }
       assert.ok(staticClosure(bundleDir, named("publish")).has("node:http2"));

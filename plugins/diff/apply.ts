@@ -69,7 +69,7 @@ import type {
   LayerDescriptor,
   LayerReader,
 } from "./api.ts";
-import { asAsyncIterable, declaredCompression, decompressLayer } from "./decompress.ts";
+import type * as Decompress from "./decompress.ts";
 import { ErrnoError, type Libc, openLibc, S_IFBLK, S_IFCHR, S_IFIFO } from "./libc.ts";
 import { readTar, type TarEntry, type TarHeader, type TarTime } from "./tar.ts";
 
@@ -225,6 +225,11 @@ export async function applyLayer(
     throw new InvalidArgumentError(`${label}: target is not a directory`);
   }
   if (root === "/") throw new InvalidArgumentError(`${label}: refusing to apply onto /`);
+  // Loaded with the first layer, not at boot: with it come node:zlib and the zstd decoder,
+  // which a boot that applies nothing does not need (tests/build_test.ts checks the split).
+  const { asAsyncIterable, declaredCompression, decompressLayer }: typeof Decompress = await import(
+    "./decompress.ts"
+  );
   try {
     declaredCompression(desc.mediaType);
   } catch (err) {
