@@ -21,7 +21,7 @@ export const VERSION: string = meta.version;
 export const REVISION_PLACEHOLDER = "containerd-ts:unstamped-revision";
 
 /** What the build stamped, or the placeholder when running from source. */
-const BUILD_REVISION: string = "containerd-ts:unstamped-revision";
+const BUILD_REVISION: string = REVISION_PLACEHOLDER;
 
 function readRevision(): string {
   // A prefix test, not `=== REVISION_PLACEHOLDER`: a minifier could fold that comparison of

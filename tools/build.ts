@@ -37,6 +37,25 @@ function fail(message: string): never {
 }
 
 /**
+ * Rewrite the bundle's chunks in `dir` with `edit`, which returns a chunk's new text or
+ * undefined to leave it; the number of chunks rewritten.
+ */
+async function rewriteChunks(
+  dir: string,
+  edit: (code: string) => string | undefined,
+): Promise<number> {
+  let rewritten = 0;
+  for (const entry of Deno.readDirSync(dir)) {
+    const file = `${dir}/${entry.name}`;
+    const code = edit(await Deno.readTextFile(file));
+    if (code === undefined) continue;
+    await Deno.writeTextFile(file, code);
+    rewritten++;
+  }
+  return rewritten;
+}
+
+/**
  * Deno's bundler gives CommonJS code (prom-client) its `require` in the chunk of shared
  * helpers, which every chunk imports: `createRequire` from node:module, loaded at every boot
  * (~8 ms of it, measured) although only the metrics server's prom-client calls it, and only
@@ -46,19 +65,15 @@ function fail(message: string): never {
 async function lazyBundleRequire(dir: string): Promise<void> {
   const shim =
     /import\{createRequire as ([\w$]+)\} from "node:module";var ([\w$]+)=\1\(import\.meta\.url\);/;
-  let rewritten = 0;
-  for (const entry of Deno.readDirSync(dir)) {
-    const file = `${dir}/${entry.name}`;
-    const code = await Deno.readTextFile(file);
+  const rewritten = await rewriteChunks(dir, (code) => {
     const found = shim.exec(code);
-    if (found === null) continue;
+    if (found === null) return undefined;
     const name = found[2]!;
     const lazy = `var ${name}=(id)=>{let __cts_m=process.getBuiltinModule(id);` +
       `if(__cts_m===void 0)throw new Error("require of "+id+" in the bundle: not a built-in module");` +
       `return __cts_m};`;
-    await Deno.writeTextFile(file, code.replace(shim, lazy));
-    rewritten++;
-  }
+    return code.replace(shim, lazy);
+  });
   if (rewritten !== 1) {
     throw new Error(`expected one createRequire line in the bundle's chunks, found ${rewritten}`);
   }
@@ -87,14 +102,11 @@ async function gitRevision(): Promise<string> {
  */
 async function stampRevision(dir: string, revision: string): Promise<void> {
   const literal = JSON.stringify(REVISION_PLACEHOLDER);
-  let stamped = 0;
-  for (const entry of Deno.readDirSync(dir)) {
-    const file = `${dir}/${entry.name}`;
-    const code = await Deno.readTextFile(file);
-    if (!code.includes(literal)) continue;
-    await Deno.writeTextFile(file, code.replaceAll(literal, JSON.stringify(revision)));
-    stamped++;
-  }
+  const stamped = await rewriteChunks(
+    dir,
+    (code) =>
+      code.includes(literal) ? code.replaceAll(literal, JSON.stringify(revision)) : undefined,
+  );
   if (stamped === 0) throw new Error(`no ${literal} in the bundle's chunks to stamp`);
 }
 
