@@ -21,8 +21,9 @@ import { versionOnce } from "./client.ts";
 export type DaemonKind = "containerd" | "containerd-ts";
 
 /**
- * A server of bench/servers.ts booted beside the daemons, from source on the daemon's Deno and
- * V8 flags: `fixed` is Deno plus this project's HTTP/2 server answering a fixed Version reply,
+ * A server of bench/servers.ts booted beside the daemons, on the daemon's Deno and V8 flags
+ * and in the form the daemon runs (bench/main.ts bundles it when the daemon is built): `fixed`
+ * is Deno plus this project's HTTP/2 server answering a fixed Version reply,
  * `handler` adds the RPC layer (server/rpc.ts, Connect, the interceptors) without plugins —
  * what a daemon on this stack costs at boot and at idle before any plugin.
  */

@@ -126,13 +126,23 @@ function parseOptions(args: string[]): BenchOptions {
 }
 
 /** What bin/containerd-ts runs in this tree (its order: binary, bundle, source). */
-async function launchedArtifact(): Promise<string> {
+async function launchedForm(): Promise<"binary" | "bundle" | "source"> {
   const exists = (path: string) => Deno.stat(`${REPO}/${path}`).then(() => true, () => false);
-  if (await exists("dist/containerd-ts")) return "the compiled dist/containerd-ts";
-  if (await exists("dist/bundle/main.js")) {
-    return "the bundle dist/bundle/main.js (deno task build)";
+  if (await exists("dist/containerd-ts")) return "binary";
+  if (await exists("dist/bundle/main.js")) return "bundle";
+  return "source";
+}
+
+/** {@link launchedForm} in words, for the report's header. */
+async function launchedArtifact(): Promise<string> {
+  switch (await launchedForm()) {
+    case "binary":
+      return "the compiled dist/containerd-ts";
+    case "bundle":
+      return "the bundle dist/bundle/main.js (deno task build)";
+    case "source":
+      return "main.ts (no deno task build)";
   }
-  return "main.ts (no deno task build)";
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -146,8 +156,7 @@ async function launchedArtifact(): Promise<string> {
  */
 async function referenceServersScript(dir: string): Promise<string> {
   const source = `${REPO}/bench/servers.ts`;
-  const built = (path: string) => Deno.stat(`${REPO}/${path}`).then(() => true, () => false);
-  if (!(await built("dist/containerd-ts")) && !(await built("dist/bundle/main.js"))) return source;
+  if (await launchedForm() === "source") return source;
   const out = `${dir}/servers.js`;
   const bundled = await new Deno.Command(Deno.execPath(), {
     args: ["bundle", "--quiet", "--minify", "--platform", "deno", "--output", out, source],
