@@ -204,9 +204,11 @@ function describe(m: MountSpec): string {
 
 /**
  * Perform one mount: with one mount(2) call when `calls` are bound and the mount needs no
- * mount(8) logic (mount_syscall.ts), else, or when that call fails, with util-linux `mount`.
+ * mount(8) logic (mount_syscall.ts), else, or when that call fails, with util-linux `mount`
+ * (whose words name the reason in the MountError). Exported for callers that keep one libc
+ * binding for a mount and its unmount (the overlayfs support check).
  */
-async function mountOne(
+export async function mountOne(
   m: MountSpec,
   target: string,
   calls: MountSyscalls | undefined,

@@ -37,8 +37,8 @@
 import { resolve } from "node:path";
 import { AbortedError } from "../../../server/errdefs.ts";
 import { type Logger, silentLogger } from "../../../server/log.ts";
-import { mountAll, readMounts, unmountAll } from "../../../server/mount.ts";
-import { directMountPlan, openMountSyscalls } from "../../../server/mount_syscall.ts";
+import { mountOne, readMounts, unmountAll } from "../../../server/mount.ts";
+import { openMountSyscalls } from "../../../server/mount_syscall.ts";
 import {
   Kind,
   type Mount,
@@ -140,25 +140,15 @@ export async function overlaySupport(root: string): Promise<string | undefined> 
     };
     const merged = `${check}/merged`;
     // One libc binding for one mount(2) and one umount2(2): mountAll and unmountAll would bind
-    // it each and read the mount table around the unmount, ~3 ms more of every boot. They
-    // stay the way when FFI is not there, and when a direct call fails (mount(8) then tries
-    // and names the reason in its words; unmountAll finds what is still mounted).
+    // it each and read the mount table around the unmount, ~3 ms more of every boot.
+    // mountOne falls back to mount(8) (which names the reason) and the unmount to unmountAll
+    // (which finds what is still mounted) when FFI is not there or a direct call fails.
     const calls = openMountSyscalls();
     try {
-      let mounted = false;
-      const plan = calls ? directMountPlan(overlay) : undefined;
-      if (calls && plan) {
-        try {
-          calls.mount(overlay.source, merged, plan);
-          mounted = true;
-        } catch { /* mountAll below */ }
-      }
-      if (!mounted) {
-        try {
-          await mountAll([overlay], merged);
-        } catch (err) {
-          return `failed to mount overlay in ${root}: ${(err as Error).message}`;
-        }
+      try {
+        await mountOne(overlay, merged, calls);
+      } catch (err) {
+        return `failed to mount overlay in ${root}: ${(err as Error).message}`;
       }
       let unmounted = false;
       if (calls) {
