@@ -23,7 +23,7 @@ import type * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { AddressInUseError, prepareSocketPath } from "./socket_path.ts";
-import { type UnixSocket, UnixSocketListener } from "./unix_socket.ts";
+import type { UnixSocket, UnixSocketListener } from "./unix_socket.ts";
 
 /** Options of {@link listenHttp}. */
 export interface HttpListenOptions {
@@ -95,6 +95,9 @@ async function listenUnix(server: http.Server, options: HttpListenOptions): Prom
   const socketPath = path.resolve(options.address);
   await prepareSocketPath(socketPath);
   // Deno's own listener, never node:net's (which closes unix descriptors twice; unix_socket.ts).
+  // Loaded here, not at import: listen.ts shares this module, and the daemon's boot needs no
+  // node streams.
+  const { UnixSocketListener } = await import("./unix_socket.ts");
   const sockets = new Set<UnixSocket>();
   const listener = UnixSocketListener.listen(socketPath, (socket) => {
     sockets.add(socket);

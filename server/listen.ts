@@ -9,10 +9,11 @@
  * finish and new ones go elsewhere, and destroys what is still open after a grace period.
  *
  * A unix socket is never listened on by node:net (Deno 2.9.3 closes those descriptors twice,
- * see unix_socket.ts): a {@link UnixSocketListener} accepts; the daemon's {@link H2Server}
- * takes Deno's connection itself, a node server receives it as a `connection` event, exactly
- * as if it had accepted it itself. The TCP address is accepted the same way for an
- * {@link H2Server} (a {@link ConnListener}); node servers listen on TCP themselves.
+ * see unix_socket.ts): Deno's listener accepts. The daemon's own servers ({@link ConnServer}:
+ * the HTTP/2 server and the ttrpc server) take Deno's connection itself; a node server
+ * receives it wrapped as a node socket in a `connection` event, exactly as if it had accepted
+ * it itself. The TCP address is accepted the same way for a {@link ConnServer} (a
+ * {@link ConnListener}); node servers listen on TCP themselves.
  *
  * @example
  * ```ts
@@ -33,8 +34,7 @@ import type { EventEmitter } from "node:events";
 import * as path from "node:path";
 import { listenOn, splitHostPort } from "./http_listen.ts";
 import { AddressInUseError, prepareSocketPath } from "./socket_path.ts";
-import { H2Server } from "./h2_server.ts";
-import { UnixSocketListener } from "./unix_socket.ts";
+import type { UnixSocketListener } from "./unix_socket.ts";
 import { ConnListener } from "./conn_listener.ts";
 
 /** Thrown when the socket path is held by a live listener or is not a socket. */
@@ -73,17 +73,26 @@ interface Tracked {
   readonly onIdle: Set<() => void>;
 }
 
-/**
- * Servers this module listens for: the daemon's {@link H2Server} (unix sockets; it takes
- * Deno's connections directly) and node servers (which receive `connection` events).
- */
-type AnyServer = net.Server | http2.Http2Server | H2Server;
-
-/** What tracking needs of a connection: node sockets and H2 sessions both have it. */
-interface TrackedConnection {
+/** What tracking needs of a connection: node sockets, H2 sessions and ttrpc connections. */
+export interface TrackedConnection {
   once(event: "close", listener: () => void): unknown;
   end(): void;
   destroy(): void;
+}
+
+/**
+ * A server that serves accepted Deno connections itself: the daemon's HTTP/2 server and its
+ * ttrpc server. `serve` returns the connection, which {@link closeServer} then waits for.
+ */
+export interface ConnServer {
+  serve(conn: Deno.Conn): TrackedConnection;
+}
+
+/** Servers this module listens for: {@link ConnServer}s and node servers. */
+type AnyServer = net.Server | http2.Http2Server | ConnServer;
+
+function isConnServer(server: AnyServer): server is ConnServer {
+  return typeof (server as Partial<ConnServer>).serve === "function";
 }
 
 /** What tracking needs of an HTTP/2 session (node's or the daemon's). */
@@ -106,21 +115,31 @@ function track(server: AnyServer): Tracked {
     listeners: new Set(),
     onIdle: new Set(),
   };
-  // Every server kind is an EventEmitter; its typed overloads do not unite.
-  const emitter = server as EventEmitter;
-  emitter.on("connection", (socket: TrackedConnection) => {
-    tracked.sockets.add(socket);
-    socket.once("close", () => {
-      tracked.sockets.delete(socket);
-      if (tracked.sockets.size === 0) { for (const idle of tracked.onIdle) idle(); }
-    });
-  });
-  emitter.on("session", (session: TrackedSession) => {
+  // A node server announces its connections; a ConnServer's come back from serve (accept).
+  if (!isConnServer(server)) {
+    (server as EventEmitter).on("connection", (socket) => trackConnection(tracked, socket));
+  }
+  // HTTP/2 servers (node's and ours, both EventEmitters) announce sessions for GOAWAY.
+  const emitter = server as Partial<EventEmitter>;
+  emitter.on?.("session", (session: TrackedSession) => {
     tracked.sessions.add(session);
     session.once("close", () => tracked.sessions.delete(session));
   });
   Object.defineProperty(server, TRACKED, { value: tracked });
   return tracked;
+}
+
+function trackConnection(tracked: Tracked, connection: TrackedConnection): void {
+  tracked.sockets.add(connection);
+  connection.once("close", () => {
+    tracked.sockets.delete(connection);
+    if (tracked.sockets.size === 0) { for (const idle of tracked.onIdle) idle(); }
+  });
+}
+
+/** How a ConnServer takes each connection its listeners accept: served, then tracked. */
+function acceptInto(server: ConnServer, tracked: Tracked): (conn: Deno.Conn) => void {
+  return (conn) => trackConnection(tracked, server.serve(conn));
 }
 
 function messageOf(err: unknown): string {
@@ -142,11 +161,21 @@ export async function listenUnix(server: AnyServer, options: UnixListenOptions):
   }
   await prepareSocketPath(socketPath);
   const tracked = track(server);
-  let listener: UnixSocketListener;
+  let listener: UnixSocketListener | ConnListener;
   try {
-    listener = server instanceof H2Server
-      ? UnixSocketListener.listenConns(socketPath, (conn) => server.serve(conn))
-      : UnixSocketListener.listen(socketPath, (socket) => server.emit("connection", socket));
+    if (isConnServer(server)) {
+      listener = new ConnListener(
+        Deno.listen({ transport: "unix", path: socketPath }),
+        acceptInto(server, tracked),
+      );
+    } else {
+      // node:stream only for a node server (tests, tools): the daemon's boot never loads it.
+      const { UnixSocketListener } = await import("./unix_socket.ts");
+      listener = UnixSocketListener.listen(
+        socketPath,
+        (socket) => server.emit("connection", socket),
+      );
+    }
   } catch (err) {
     throw new Error(`listen on ${socketPath}: ${messageOf(err)}`, { cause: err });
   }
@@ -170,7 +199,7 @@ export async function listenUnix(server: AnyServer, options: UnixListenOptions):
 
 /**
  * host:port → listen; returns the bound address. An empty host means every IPv4 address for
- * an {@link H2Server}, every address for a node server.
+ * a {@link ConnServer}, every address for a node server.
  */
 export async function listenTcp(
   server: AnyServer,
@@ -178,7 +207,8 @@ export async function listenTcp(
 ): Promise<{ host: string; port: number }> {
   const { host, port } = splitHostPort(address);
   const tracked = track(server);
-  if (server instanceof H2Server) {
+  if (isConnServer(server)) {
+    const accept = acceptInto(server, tracked);
     let listener: ConnListener;
     try {
       listener = new ConnListener(
@@ -186,7 +216,7 @@ export async function listenTcp(
         (conn) => {
           // Each turn's frames leave in one write: Nagle would only hold the next one back.
           (conn as Deno.TcpConn).setNoDelay(true);
-          server.serve(conn);
+          accept(conn);
         },
       );
     } catch (err) {
@@ -258,7 +288,7 @@ export async function stopAccepting(server: AnyServer): Promise<void> {
   const tracked = (server as AnyServer & { [TRACKED]?: Tracked })[TRACKED];
   const unix = [...tracked?.listeners ?? []].map((listener) => listener.close().catch(() => {}));
   tracked?.listeners.clear();
-  const tcp = !(server instanceof H2Server) && server.listening
+  const tcp = !isConnServer(server) && server.listening
     ? new Promise<void>((resolve) => {
       try {
         server.close(() => resolve());

@@ -13,7 +13,6 @@
  *
  * @module
  */
-import net from "node:net";
 import type { Config } from "./config.ts";
 import { decodePluginConfigs } from "./config.ts";
 import { Exchange } from "./exchange.ts";
@@ -84,7 +83,6 @@ export class Server {
   readonly #stopping: AbortController;
   readonly #grpcServers: H2Server[];
   readonly #ttrpc: TtrpcServer;
-  readonly #ttrpcListener: net.Server;
   readonly #closers: Closer[];
 
   private constructor(init: {
@@ -97,7 +95,6 @@ export class Server {
     stopping: AbortController;
     grpcServers: H2Server[];
     ttrpc: TtrpcServer;
-    ttrpcListener: net.Server;
     closers: Closer[];
   }) {
     this.config = init.config;
@@ -109,7 +106,6 @@ export class Server {
     this.#stopping = init.stopping;
     this.#grpcServers = init.grpcServers;
     this.#ttrpc = init.ttrpc;
-    this.#ttrpcListener = init.ttrpcListener;
     this.#closers = init.closers;
   }
 
@@ -236,8 +232,6 @@ export class Server {
 
     const closers: Closer[] = [];
     const grpcServers: H2Server[] = [];
-    const ttrpcListener = net.createServer();
-    ttrpc.attach(ttrpcListener);
     let ttrpcListening = false;
     const cleanup = async () => {
       for (const closer of closers.reverse()) await closer.close().catch(() => {});
@@ -247,7 +241,7 @@ export class Server {
     try {
       // containerd's order: the ttrpc socket before the gRPC one, so a client that reaches
       // the gRPC socket finds shims able to deliver their events.
-      await listenUnix(ttrpcListener, ttrpcListen);
+      await listenUnix(ttrpc, ttrpcListen);
       ttrpcListening = true;
       log.info("serving...", { address: ttrpcListen.path });
       const unixServer = new H2Server(GRPC_H2_OPTIONS);
@@ -296,7 +290,7 @@ export class Server {
       for (const server of grpcServers) await closeServer(server).catch(() => {});
       if (ttrpcListening) {
         ttrpc.closeConnections();
-        await closeServer(ttrpcListener, { graceMs: 0 });
+        await closeServer(ttrpc, { graceMs: 0 });
       }
       await cleanup();
       throw err instanceof BootError ? err : new BootError((err as Error).message, { cause: err });
@@ -315,7 +309,6 @@ export class Server {
       stopping,
       grpcServers,
       ttrpc,
-      ttrpcListener,
       closers,
     });
   }
@@ -342,7 +335,7 @@ export class Server {
     // Stop accepting first; existing sessions keep running until drained. Shims keep their
     // ttrpc connections until then too, so events of the RPCs draining still arrive.
     const closing = this.#grpcServers.map((server) => closeServer(server));
-    const ttrpcClosed = stopAccepting(this.#ttrpcListener);
+    const ttrpcClosed = stopAccepting(this.#ttrpc);
     this.#stopping.abort();
     const deadline = AbortSignal.timeout(drainTimeoutMs);
     await this.#rpc.drain(deadline);

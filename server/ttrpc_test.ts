@@ -13,7 +13,7 @@ import {
   TtrpcClient,
   TtrpcServer,
 } from "./ttrpc.ts";
-import { isNotFound, NotFoundError } from "./errdefs.ts";
+import { isNotFound, NotFoundError, UnavailableError } from "./errdefs.ts";
 
 Deno.test("frames survive being split at every byte and joined", () => {
   const a = encodeFrame({ streamId: 1, type: 1, flags: 0, payload: new Uint8Array([1, 2, 3]) });
@@ -48,7 +48,7 @@ Deno.test("a header announcing more than 4 MiB is refused", () => {
 async function serve(server: TtrpcServer): Promise<{ path: string; close(): Promise<void> }> {
   const dir = await Deno.makeTempDir();
   const path = `${dir}/ttrpc.sock`;
-  const listener = UnixSocketListener.listen(path, (socket) => server.serveConnection(socket));
+  const listener = UnixSocketListener.listenConns(path, (conn) => server.serve(conn));
   return {
     path,
     async close() {
@@ -139,4 +139,54 @@ Deno.test("a raw request frame gets a response frame on the same stream", async 
   assert.equal(frame.type, 2);
   conn.close();
   await served.close();
+});
+
+Deno.test("concurrent calls with large payloads each get their whole answer", async () => {
+  const server = new TtrpcServer();
+  server.register(Task, { connect: (req) => ({ shimPid: req.id.length, version: req.id }) });
+  const served = await serve(server);
+  const client = await TtrpcClient.dial(served.path);
+  try {
+    // 16 × 512 KiB each way: far over a unix socket's buffer, so writes are partial and queue.
+    const ids = Array.from({ length: 16 }, (_, i) => String.fromCharCode(97 + i).repeat(512 << 10));
+    const answers = await Promise.all(ids.map((id) => client.call(Task.method.connect, { id })));
+    assert.deepEqual(answers.map((a) => a.shimPid), ids.map((id) => id.length));
+    assert.ok(answers.every((a, i) => a.version === ids[i]));
+  } finally {
+    client.close();
+    await client.closed;
+    await served.close();
+  }
+});
+
+Deno.test("a frame announcing more than the limit closes that connection only", async () => {
+  const server = new TtrpcServer();
+  server.register(Task, { connect: () => ({ version: "ok" }) });
+  const served = await serve(server);
+  const bad = await Deno.connect({ transport: "unix", path: served.path });
+  const client = await TtrpcClient.dial(served.path);
+  try {
+    const header = new Uint8Array(10);
+    new DataView(header.buffer).setUint32(0, MAX_FRAME_PAYLOAD + 1);
+    header[8] = FRAME_REQUEST;
+    await bad.write(header);
+    assert.equal(await bad.read(new Uint8Array(16)), null);
+    assert.equal((await client.call(Task.method.connect, { id: "c" })).version, "ok");
+  } finally {
+    bad.close();
+    client.close();
+    await client.closed;
+    await served.close();
+  }
+});
+
+Deno.test("dialing a socket nobody listens on is Unavailable, naming the path", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const err = await TtrpcClient.dial(`unix://${dir}/none.sock`).catch((e) => e);
+    assert.ok(err instanceof UnavailableError, String(err));
+    assert.match(err.message, new RegExp(`dial ttrpc ${dir}/none\\.sock: `));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

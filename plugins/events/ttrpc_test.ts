@@ -21,9 +21,9 @@ async function fixture(): Promise<{
   const spec = eventsTtrpcService({ exchange });
   server.register(spec.service, spec.impl);
   const dir = await Deno.makeTempDir();
-  const listener = UnixSocketListener.listen(
+  const listener = UnixSocketListener.listenConns(
     `${dir}/ttrpc.sock`,
-    (socket) => server.serveConnection(socket),
+    (conn) => server.serve(conn),
   );
   const client = await TtrpcClient.dial(`${dir}/ttrpc.sock`);
   const received: Envelope[] = [];
