@@ -18,8 +18,6 @@
  * ```
  * @module
  */
-import net from "node:net";
-
 /** The address Deno's SIGUSR1 inspector binds. */
 export const INSPECTOR_HOST = "127.0.0.1";
 /** The port Deno's SIGUSR1 inspector binds. */
@@ -34,21 +32,39 @@ export interface InspectorGuard {
   close(): Promise<void>;
 }
 
-/** Bind the inspector's port so the runtime cannot open a debugger on it. */
+/**
+ * Bind the inspector's port so the runtime cannot open a debugger on it. Deno's own listener
+ * (node:net would load node's streams at boot for this one socket); it does not keep the
+ * process alive.
+ */
 export function holdInspectorPort(
   options: { host?: string; port?: number } = {},
 ): Promise<InspectorGuard> {
-  const server = net.createServer((socket) => socket.destroy());
-  return new Promise((resolve) => {
-    server.once("error", (err: Error) => {
-      resolve({ held: false, reason: err.message, close: () => Promise.resolve() });
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({
+      hostname: options.host ?? INSPECTOR_HOST,
+      port: options.port ?? INSPECTOR_PORT,
     });
-    server.listen(options.port ?? INSPECTOR_PORT, options.host ?? INSPECTOR_HOST, () => {
-      server.unref();
-      resolve({
-        held: true,
-        close: () => new Promise<void>((done) => server.close(() => done())),
-      });
-    });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    return Promise.resolve({ held: false, reason, close: () => Promise.resolve() });
+  }
+  listener.unref();
+  const refusing = (async () => {
+    try {
+      for await (const conn of listener) conn.close();
+    } catch { /* closed */ }
+  })();
+  let closing: Promise<void> | undefined;
+  return Promise.resolve({
+    held: true,
+    close: () =>
+      closing ??= (async () => {
+        try {
+          listener.close();
+        } catch { /* already closed */ }
+        await refusing;
+      })(),
   });
 }

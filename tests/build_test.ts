@@ -82,7 +82,7 @@ Deno.test({
       assert.deepEqual(partials, []);
       // Split at the dynamic imports: what a boot evaluates (main.js, the plugins, the CLI and
       // the server) leaves out the Node modules only other commands, metrics and layer
-      // decompression need.
+      // decompression need, and node's streams (sockets, hashes), which load on first use.
       const bundleDir = `${tree}/dist/bundle`;
       const chunks = [...Deno.readDirSync(bundleDir)].map((e) => e.name);
       const named = (prefix: string) => chunks.filter((c) => c.startsWith(`${prefix}-`));
@@ -92,9 +92,11 @@ Deno.test({
         ...named("cli"),
         ...named("server"),
       ]);
-      assert.ok(boot.has("node:sqlite") && boot.has("node:net"), [...boot].join(" "));
-      for (const unneeded of ["node:http2", "node:https", "node:module", "node:zlib"]) {
-        assert.ok(!boot.has(unneeded), `${unneeded} in the boot's chunks`);
+      assert.ok(boot.has("node:sqlite") && boot.has("node:path"), [...boot].join(" "));
+      const unneeded = ["node:http2", "node:https", "node:module", "node:zlib"];
+      const streams = ["node:stream", "node:stream/promises", "node:net", "node:crypto"];
+      for (const name of [...unneeded, ...streams]) {
+        assert.ok(!boot.has(name), `${name} in the boot's chunks`);
       }
       assert.ok(staticClosure(bundleDir, named("publish")).has("node:http2"));
 

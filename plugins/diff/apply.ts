@@ -53,7 +53,6 @@
  * ```
  * @module
  */
-import { createHash } from "node:crypto";
 import {
   ErrdefsError,
   InvalidArgumentError,
@@ -61,6 +60,7 @@ import {
   PermissionDeniedError,
   ResourceExhaustedError,
 } from "../../server/errdefs.ts";
+import { Sha256 } from "../../server/digest.ts";
 import type {
   Applier,
   ApplierLogger,
@@ -237,7 +237,7 @@ export async function applyLayer(
   }
 
   using libc = openLibc();
-  const hash = createHash("sha256");
+  const hash = new Sha256();
   let size = 0;
   // Errors of the blob reader are the caller's: they pass through without our label.
   const foreign = new WeakSet<object>();
@@ -279,7 +279,7 @@ export async function applyLayer(
     if (passThrough(err)) throw err;
     throw labelled(err, label);
   }
-  return { digest: `sha256:${hash.digest("hex")}`, size };
+  return { digest: hash.digest(), size };
 }
 
 /** The state of one apply: which paths this layer wrote, directories to re-time, a cache. */

@@ -20,12 +20,12 @@
  * ```
  * @module
  */
-import { createHash } from "node:crypto";
 import {
   FailedPreconditionError,
   isAlreadyExists,
   NotImplementedError,
 } from "../../server/errdefs.ts";
+import { Sha256 } from "../../server/digest.ts";
 import type { ScopedContentStore } from "../metadata/api.ts";
 import type { Descriptor } from "./differ.ts";
 import { encodeHeader, endOfArchive, padBlock, type TarWriteHeader } from "./tar.ts";
@@ -246,7 +246,7 @@ export async function writeDiff(
   upper: string,
   options: WriteDiffOptions,
 ): Promise<Descriptor> {
-  const hash = createHash("sha256");
+  const hash = new Sha256();
   async function* tapped(): AsyncGenerator<Uint8Array> {
     for await (const chunk of diffTar(lower, upper, options.signal)) {
       hash.update(chunk);
@@ -265,7 +265,7 @@ export async function writeDiff(
       if (chunk.length === 0) continue;
       offset += await writer.write(chunk, offset);
     }
-    const diffId = `sha256:${hash.digest("hex")}`;
+    const diffId = hash.digest();
     const labels = { ...options.labels, "containerd.io/uncompressed": diffId };
     let digest: string;
     try {
