@@ -11,8 +11,8 @@
  * versions abort under HTTP/2 session churn (see ../shared/DENO-HTTP2.md), so the daemon keeps
  * 2.9.3 and never lets node:net own a unix socket. Deno's `Deno.listen`/`Deno.connect` close
  * each descriptor exactly once; {@link UnixSocket} adapts such a connection to the
- * `stream.Duplex` that node:http2, node:http and the ttrpc code consume, and
- * {@link UnixSocketListener} hands accepted ones to a callback (typically
+ * `stream.Duplex` that node:http and node:http2 consume (the debug and metrics servers, the
+ * `status` command, tests), and {@link UnixSocketListener} hands accepted ones to a callback (typically
  * `server.emit("connection", socket)` of a node server that never listens itself).
  * TCP is unaffected and stays on node:net.
  *
@@ -49,7 +49,7 @@ export interface UnixSocketOptions {
 
 /**
  * A connected (or connecting) unix socket as a node `Duplex`, with the members of
- * `net.Socket` that node's HTTP servers, HTTP/2 sessions and this project's ttrpc code use:
+ * `net.Socket` that node's HTTP servers and HTTP/2 sessions use:
  * `connecting` and the `connect` event, `setTimeout`/`timeout`, `setNoDelay`,
  * `setKeepAlive`, `ref`/`unref`. Destroying it closes the descriptor once.
  */
