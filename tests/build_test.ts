@@ -93,7 +93,7 @@ Deno.test({
         ...named("server"),
       ]);
       assert.ok(boot.has("node:sqlite") && boot.has("node:path"), [...boot].join(" "));
-      const unneeded = ["node:http2", "node:https", "node:module", "node:zlib"];
+      const unneeded = ["node:http2", "node:https", "node:module", "node:zlib", "node:url"];
       const streams = ["node:stream", "node:stream/promises", "node:net", "node:crypto"];
       for (const name of [...unneeded, ...streams]) {
         assert.ok(!boot.has(name), `${name} in the boot's chunks`);
