@@ -158,6 +158,16 @@ export class SqliteDb {
   }
 
   /**
+   * Every row of a single read statement, as arrays of column values, without BEGIN/COMMIT
+   * around it (see {@link readOne}: a lone statement is its own consistent read). For Lists
+   * that one query can answer.
+   */
+  readValues(sql: string, ...params: SqlValue[]): SqlValue[][] {
+    this.#checkOpen();
+    return this.#values(sql, params);
+  }
+
+  /**
    * Run `fn` in a read transaction. `fn` must be synchronous. Inside a running transaction
    * it simply joins it.
    */

@@ -210,6 +210,26 @@ Deno.test("readOne reads one row outside a transaction and sees what a transacti
   }
 });
 
+Deno.test("readValues reads every row of one statement as arrays, closed or not", () => {
+  const db = SqliteDb.open(":memory:");
+  try {
+    db.migrate(MIGRATIONS);
+    const sql = "SELECT name, created_at FROM namespaces ORDER BY name";
+    assert.deepEqual(db.readValues(sql), []);
+    db.update((tx) => tx.run("INSERT INTO namespaces(name, created_at) VALUES ('b', 2), ('a', 1)"));
+    assert.deepEqual(db.readValues(sql).map((r) => [...r]), [["a", 1], ["b", 2]]);
+    // Inside a write transaction it sees the transaction's own uncommitted rows.
+    db.update((tx) => {
+      tx.run("INSERT INTO namespaces(name, created_at) VALUES ('c', 3)");
+      assert.equal(db.readValues(sql).length, 3);
+    });
+    db.close();
+    assert.throws(() => db.readValues(sql), /closed/);
+  } finally {
+    db.close();
+  }
+});
+
 Deno.test("Tx.values returns rows as arrays in SELECT order", () => {
   const db = SqliteDb.open(":memory:");
   try {

@@ -12,7 +12,7 @@ import {
 } from "../../server/errdefs.ts";
 import type { Labels, NamespaceInfo, NamespaceStore, Tx } from "./api.ts";
 import type { SqliteDb } from "./db.ts";
-import { applyLabelPaths, readLabels, readLabelsOf, writeLabels } from "./labels.ts";
+import { applyLabelPaths, readLabels, writeLabels } from "./labels.ts";
 import { validateIdentifier, validateLabels } from "./validate.ts";
 
 /**
@@ -87,11 +87,20 @@ export class SqlNamespaceStore implements NamespaceStore {
   }
 
   list(): NamespaceInfo[] {
-    return this.#db.view((tx) => {
-      const labels = readLabelsOf(tx, "namespace", []);
-      return tx.all<{ name: string }>("SELECT name FROM namespaces ORDER BY name")
-        .map(({ name }) => ({ name, labels: labels.get(name) ?? {} }));
-    });
+    // One statement, so one consistent read without BEGIN/COMMIT around two (the pair cost
+    // ~4% of a List call at concurrency 1): each namespace with its labels in key order, a
+    // namespace without labels as one row of NULLs.
+    const rows = this.#db.readValues(
+      "SELECT n.name, l.key, l.value FROM namespaces n " +
+        "LEFT JOIN namespace_labels l ON l.namespace = n.name ORDER BY n.name, l.key",
+    ) as [string, string | null, string | null][];
+    const out: NamespaceInfo[] = [];
+    let current: NamespaceInfo | undefined;
+    for (const [name, key, value] of rows) {
+      if (current?.name !== name) out.push(current = { name, labels: {} });
+      if (key !== null) current.labels[key] = value ?? "";
+    }
+    return out;
   }
 
   update(name: string, labels: Labels, paths: readonly string[]): NamespaceInfo {
