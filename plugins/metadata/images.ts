@@ -71,15 +71,20 @@ export interface ImageStore {
   delete(namespace: string, name: string): void;
 }
 
-interface ImageRow {
-  name: string;
-  target_media_type: string;
-  target_digest: string;
-  target_size: number;
-  target_annotations: string;
-  created_at: number;
-  updated_at: number;
-}
+/**
+ * An image's row in SELECT_IMAGE's column order. Read as arrays: node:sqlite builds a row
+ * object property by property, which took ~5 of the 11 ms a 10 000-image List spent in its
+ * SELECT.
+ */
+type ImageRow = [
+  name: string,
+  targetMediaType: string,
+  targetDigest: string,
+  targetSize: number,
+  targetAnnotations: string,
+  createdAt: number,
+  updatedAt: number,
+];
 
 const SELECT_IMAGE = `SELECT name, target_media_type, target_digest, target_size,
   target_annotations, created_at, updated_at FROM images`;
@@ -89,6 +94,8 @@ function notFound(name: string): NotFoundError {
 }
 
 function parseAnnotations(text: string, name: string): Labels {
+  // Most targets carry none: no parse for them (~3 ms of a 10 000-image List).
+  if (text === "{}") return {};
   try {
     const value = JSON.parse(text) as unknown;
     if (typeof value !== "object" || value === null || Array.isArray(value)) return {};
@@ -104,22 +111,19 @@ function parseAnnotations(text: string, name: string): Labels {
 
 /** An image from its row; `labels` when the caller read them in bulk (List). */
 function toImage(tx: Tx, namespace: string, row: ImageRow, labels?: Labels): Image {
+  const [name, mediaType, digest, size, annotations, createdAt, updatedAt] = row;
   return {
-    name: row.name,
-    labels: labels ?? readLabels(tx, "image", [namespace, row.name]),
-    target: {
-      mediaType: row.target_media_type,
-      digest: row.target_digest,
-      size: row.target_size,
-      annotations: parseAnnotations(row.target_annotations, row.name),
-    },
-    createdAt: new Date(row.created_at),
-    updatedAt: new Date(row.updated_at),
+    name,
+    labels: labels ?? readLabels(tx, "image", [namespace, name]),
+    target: { mediaType, digest, size, annotations: parseAnnotations(annotations, name) },
+    createdAt: new Date(createdAt),
+    updatedAt: new Date(updatedAt),
   };
 }
 
 function imageRow(tx: Tx, namespace: string, name: string): ImageRow | undefined {
-  return tx.get<ImageRow>(`${SELECT_IMAGE} WHERE namespace = ? AND name = ?`, namespace, name);
+  const rows = tx.values(`${SELECT_IMAGE} WHERE namespace = ? AND name = ?`, namespace, name);
+  return rows[0] as ImageRow | undefined;
 }
 
 function descriptorOf(target: Partial<ImageDescriptor> | undefined): ImageDescriptor {
@@ -190,8 +194,9 @@ export class SqlImageStore implements ImageStore {
     const filter = parseAll(filters);
     return this.#md.view((tx) => {
       const labels = readLabelsOf(tx, "image", [namespace]);
-      return tx.all<ImageRow>(`${SELECT_IMAGE} WHERE namespace = ? ORDER BY name`, namespace)
-        .map((row) => toImage(tx, namespace, row, labels.get(row.name) ?? {}))
+      const rows = tx.values(`${SELECT_IMAGE} WHERE namespace = ? ORDER BY name`, namespace);
+      return (rows as ImageRow[])
+        .map((row) => toImage(tx, namespace, row, labels.get(row[0]) ?? {}))
         .filter((image) => filter.match(imageAdaptor(image)));
     });
   }
