@@ -10,7 +10,7 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import { EmptySchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { EmptySchema, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError } from "../../server/errdefs.ts";
 import type { Exchange } from "../../server/exchange.ts";
 import { namespaceOf } from "../../server/interceptors.ts";
@@ -31,14 +31,10 @@ import {
   GetImageResponseSchema,
   type Image as ImageProto,
   Images,
-  ImageSchema,
   ListImagesResponseSchema,
   UpdateImageResponseSchema,
 } from "../../proto/gen/containerd/services/images/v1/images_pb.ts";
-import {
-  type Descriptor,
-  DescriptorSchema,
-} from "../../proto/gen/containerd/types/descriptor_pb.ts";
+import type { Descriptor } from "../../proto/gen/containerd/types/descriptor_pb.ts";
 import type { GCStats } from "../metadata/api.ts";
 import { publishEvent } from "../metadata/events.ts";
 import { type Image, type ImageInput, type ImageStore, SqlImageStore } from "../metadata/images.ts";
@@ -64,23 +60,40 @@ export interface ImagesServiceDeps {
 export function descriptorToProto(
   target: { mediaType: string; digest: string; size: number; annotations: Record<string, string> },
 ): Descriptor {
-  return create(DescriptorSchema, {
+  // Written out rather than through `create`, which walks the schema field by field: for a
+  // List of 10 000 images the literals took 4.7 ms against 17 ms. The message type lists every
+  // field, so one added to the proto fails to compile here; service_test.ts compares the
+  // result with `create`'s.
+  return {
+    $typeName: "containerd.types.Descriptor",
     mediaType: target.mediaType,
     digest: target.digest,
     size: BigInt(target.size),
     annotations: target.annotations,
-  });
+  };
 }
 
-/** An image as the API carries it. */
+/** A Date as a Timestamp message (as protobuf-es's timestampFromDate, without `create`). */
+function timestampOf(date: Date): Timestamp {
+  const ms = date.getTime();
+  const seconds = Math.floor(ms / 1000);
+  return {
+    $typeName: "google.protobuf.Timestamp",
+    seconds: BigInt(seconds),
+    nanos: (ms - seconds * 1000) * 1_000_000,
+  };
+}
+
+/** An image as the API carries it (a literal, for the reason given at descriptorToProto). */
 export function imageToProto(image: Image): ImageProto {
-  return create(ImageSchema, {
+  return {
+    $typeName: "containerd.services.images.v1.Image",
     name: image.name,
     labels: image.labels,
     target: descriptorToProto(image.target),
-    createdAt: timestampFromDate(image.createdAt),
-    updatedAt: timestampFromDate(image.updatedAt),
-  });
+    createdAt: timestampOf(image.createdAt),
+    updatedAt: timestampOf(image.updatedAt),
+  };
 }
 
 /** An API image as the store takes it; times are the store's to set. */

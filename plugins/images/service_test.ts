@@ -3,17 +3,19 @@
  * `ctr images import`, List filters, field masks, events and sync deletes.
  */
 import assert from "node:assert/strict";
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, equals, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { Exchange, type PublishInput } from "../../server/exchange.ts";
 import {
   ImageCreateSchema,
   ImageDeleteSchema,
 } from "../../proto/gen/containerd/services/images/v1/image_events_pb.ts";
-import { Images } from "../../proto/gen/containerd/services/images/v1/images_pb.ts";
+import { Images, ImageSchema } from "../../proto/gen/containerd/services/images/v1/images_pb.ts";
+import { DescriptorSchema } from "../../proto/gen/containerd/types/descriptor_pb.ts";
 import { SqlImageStore } from "../metadata/images.ts";
 import { ingest, inNamespace, memoryMetadata, serviceTransport } from "../metadata/testing.ts";
-import { imagesService } from "./service.ts";
+import { imagesService, imageToProto } from "./service.ts";
 
 class RecordingExchange extends Exchange {
   readonly published: PublishInput[] = [];
@@ -149,5 +151,39 @@ Deno.test("delete publishes, reports NotFound, and with sync collects before rep
     assert.equal(fromBinary(ImageDeleteSchema, deleted[0]!.value).name, "img");
   } finally {
     await md.close();
+  }
+});
+
+Deno.test("imageToProto's literal messages equal create's, bytes and JSON included", () => {
+  const at = (ms: number) => new Date(ms);
+  const images = [
+    {
+      name: "docker.io/library/a:latest",
+      labels: { "containerd.io/gc.ref.content": "x", z: "" },
+      target: { mediaType: MANIFEST, digest: `sha256:${"a".repeat(64)}`, size: 1, annotations: {} },
+      createdAt: at(1_700_000_000_123),
+      updatedAt: at(1_700_000_000_999),
+    },
+    {
+      name: "b",
+      labels: {},
+      target: { mediaType: "", digest: "", size: 2 ** 40, annotations: { "org.k": "v" } },
+      createdAt: at(-1_500), // before 1970: nanos stay positive, seconds floor
+      updatedAt: at(0),
+    },
+  ];
+  for (const image of images) {
+    const literal = imageToProto(image);
+    const created = create(ImageSchema, {
+      name: image.name,
+      labels: image.labels,
+      target: create(DescriptorSchema, { ...image.target, size: BigInt(image.target.size) }),
+      createdAt: timestampFromDate(image.createdAt),
+      updatedAt: timestampFromDate(image.updatedAt),
+    });
+    assert.ok(equals(ImageSchema, literal, created), image.name);
+    assert.deepEqual(toBinary(ImageSchema, literal), toBinary(ImageSchema, created));
+    assert.deepEqual(toJson(ImageSchema, literal), toJson(ImageSchema, created));
+    assert.deepEqual(Object.keys(literal), Object.keys(created));
   }
 });
