@@ -93,7 +93,7 @@ export class FrameDecoder {
 
   /** Append `chunk` and return every complete frame. */
   push(chunk: Uint8Array): Frame[] {
-    this.#buffer = this.#buffer.byteLength === 0 ? chunk : concat(this.#buffer, chunk);
+    this.#buffer = this.#buffer.byteLength === 0 ? chunk : concatBytes([this.#buffer, chunk]);
     const frames: Frame[] = [];
     while (this.#buffer.byteLength >= FRAME_HEADER_BYTES) {
       const view = new DataView(
@@ -118,13 +118,6 @@ export class FrameDecoder {
     }
     return frames;
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
 }
 
 /** Options of one {@link TtrpcClient.call}. */
