@@ -288,10 +288,8 @@ export class Server {
       }
     } catch (err) {
       for (const server of grpcServers) await closeServer(server).catch(() => {});
-      if (ttrpcListening) {
-        ttrpc.closeConnections();
-        await closeServer(ttrpc, { graceMs: 0 });
-      }
+      // With no grace, closeServer also destroys the ttrpc connections it accepted.
+      if (ttrpcListening) await closeServer(ttrpc, { graceMs: 0 });
       await cleanup();
       throw err instanceof BootError ? err : new BootError((err as Error).message, { cause: err });
     }
