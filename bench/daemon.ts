@@ -25,9 +25,11 @@ export type DaemonKind = "containerd" | "containerd-ts";
  * and in the form the daemon runs (bench/main.ts bundles it when the daemon is built): `fixed`
  * is Deno plus this project's HTTP/2 server answering a fixed Version reply,
  * `handler` adds the RPC layer (server/rpc.ts, Connect, the interceptors) without plugins —
- * what a daemon on this stack costs at boot and at idle before any plugin.
+ * what a daemon on this stack costs at boot and at idle before any plugin. `runtime` is Deno
+ * alone (bench/idle.js prints one line and idles): it answers no RPC, so its "boot" is its
+ * start to that line; with its idle memory it is the floor of any Deno program.
  */
-export type ReferenceKind = "fixed" | "handler";
+export type ReferenceKind = "fixed" | "handler" | "runtime";
 
 /** Anything the boot scenario starts and measures. */
 export type BootKind = DaemonKind | ReferenceKind;
@@ -185,7 +187,35 @@ export async function daemonV8Flags(): Promise<string[]> {
   return String(config.tasks?.start ?? "").split(/\s+/).filter((a) => a.startsWith("--v8-flags="));
 }
 
-/** Start a daemon (or reference server) on fresh temp dirs; wait for its first Version answer. */
+/**
+ * Wait until `stream` gives the line `expected` (then stop reading it), or throw when it ends
+ * first or `timeoutMs` passes.
+ */
+async function firstLine(
+  stream: ReadableStream<Uint8Array>,
+  expected: string,
+  timeoutMs: number,
+): Promise<void> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  const timer = setTimeout(() => reader.cancel().catch(() => {}), timeoutMs);
+  let text = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`no "${expected}" line before its output ended`);
+      text += value;
+      if (text.split("\n").slice(0, -1).includes(expected)) return;
+    }
+  } finally {
+    clearTimeout(timer);
+    await reader.cancel().catch(() => {});
+  }
+}
+
+/**
+ * Start a daemon (or reference server) on fresh temp dirs; wait for its first Version answer
+ * (for `runtime`, its "ready" line).
+ */
 export async function startDaemon(
   kind: BootKind,
   options: StartOptions = {},
@@ -199,6 +229,14 @@ export async function startDaemon(
       args: ["--config", `${dir}/config.toml`],
       stdin: "null",
       stdout: "null",
+      stderr: "piped",
+    });
+  } else if (kind === "runtime") {
+    command = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", "--quiet", ...await daemonV8Flags(), `${REPO}/bench/idle.js`],
+      cwd: REPO,
+      stdin: "null",
+      stdout: "piped",
       stderr: "piped",
     });
   } else if (kind === "fixed" || kind === "handler") {
@@ -261,14 +299,18 @@ export async function startDaemon(
   };
   const deadline = started + (options.bootTimeoutMs ?? 60_000);
   try {
-    for (;;) {
-      if (exited) {
-        const last = stderr.trim().split("\n").at(-1) ?? "";
-        throw new Error(`${kind} exited with code ${exited.code} before serving: ${last}`);
+    if (kind === "runtime") {
+      await firstLine(child.stdout, "ready", deadline - performance.now());
+    } else {
+      for (;;) {
+        if (exited) {
+          const last = stderr.trim().split("\n").at(-1) ?? "";
+          throw new Error(`${kind} exited with code ${exited.code} before serving: ${last}`);
+        }
+        if (performance.now() > deadline) throw new Error(`${kind} did not answer Version in time`);
+        if (await versionOnce(socket, 1000)) break;
+        await new Promise((r) => setTimeout(r, 2));
       }
-      if (performance.now() > deadline) throw new Error(`${kind} did not answer Version in time`);
-      if (await versionOnce(socket, 1000)) break;
-      await new Promise((r) => setTimeout(r, 2));
     }
   } catch (err) {
     await stop();

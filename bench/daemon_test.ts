@@ -1,6 +1,6 @@
 /** Tests for the bench's process-memory reading and how it starts the reference servers. */
 import assert from "node:assert/strict";
-import { daemonV8Flags, parseSmapsRollup, readMemoryKiB, REPO } from "./daemon.ts";
+import { daemonV8Flags, parseSmapsRollup, readMemoryKiB, REPO, startDaemon } from "./daemon.ts";
 
 Deno.test("parseSmapsRollup splits Rss into anonymous and file-backed pages", () => {
   const text = [
@@ -30,4 +30,18 @@ Deno.test("the reference servers get the daemon's V8 flags, as deno.json's start
   assert.equal(flags.length, 1);
   const launcher = await Deno.readTextFile(`${REPO}/bin/containerd-ts`);
   assert.ok(launcher.includes(`v8_flags=${flags[0]}`), flags[0]);
+});
+
+Deno.test("the runtime reference is Deno alone: ready on its first line, measured, stopped", async () => {
+  const runtime = await startDaemon("runtime", { bootTimeoutMs: 30_000 });
+  try {
+    assert.ok(runtime.bootMs > 0 && runtime.bootMs < 30_000, `${runtime.bootMs} ms`);
+    const memory = await runtime.memoryKiB();
+    assert.ok(memory.rss > 0 && memory.anonymous > 0, JSON.stringify(memory));
+    const cmdline = await Deno.readTextFile(`/proc/${runtime.pid}/cmdline`);
+    assert.match(cmdline, /bench\/idle\.js/);
+  } finally {
+    await runtime.stop();
+  }
+  assert.ok(Number.isNaN(await runtime.rssKiB()), "the process is gone after stop");
 });

@@ -6,7 +6,8 @@
  * - boot: process start → first successful Version RPC (min/median/max over `--boots`), and
  *   idle RSS: VmRSS of the daemon process 1 s after boot (the deno process for ours); beside
  *   them the same for bench/servers.ts's fixed-reply server and RPC handler, booted in the
- *   same rounds: what Deno and this project's stack cost before any plugin;
+ *   same rounds: what Deno and this project's stack cost before any plugin; and for Deno
+ *   alone (bench/idle.js, start to its first line): what any Deno program costs;
  * - unary: Version and namespaces List requests/s with p50/p99 at each `--concurrency`, one
  *   raw node:http2 gRPC client (bench/client.ts) for every target, `--duration-ms` per point,
  *   `--repeat` rounds (median and range shown); beside them, the same client against the daemon's HTTP/2
@@ -86,7 +87,7 @@ type LoadCell = { ok: true; results: LoadResult[] } | { ok: false; reason: strin
 
 const DAEMONS: readonly DaemonKind[] = ["containerd", "containerd-ts"];
 /** The reference servers booted beside the daemons (bench/daemon.ts ReferenceKind). */
-const REFERENCES: readonly ReferenceKind[] = ["fixed", "handler"];
+const REFERENCES: readonly ReferenceKind[] = ["fixed", "handler", "runtime"];
 
 function parseOptions(args: string[]): BenchOptions {
   const { values } = parseArgs({
@@ -190,7 +191,7 @@ async function measureBoots(
   try {
     serversScript = await referenceServersScript(scratch);
   } catch (err) {
-    for (const kind of REFERENCES) failed.set(kind, messageOf(err));
+    for (const kind of ["fixed", "handler"] as const) failed.set(kind, messageOf(err));
   }
   for (let i = 0; i < options.boots; i++) {
     const order = i % 2 === 0 ? kinds : [...kinds].reverse();
@@ -457,7 +458,16 @@ function bootRows(
   measured: Awaited<ReturnType<typeof measureBoots>>,
 ): Row[] {
   const { boot, rss, anonymous, fileBacked } = measured;
-  const pair = (scenario: string, cells: Map<BootKind, Cell>, unit: string, digits: number) => ({
+  /** One row; `runtimeNote` says what Deno alone's figure is where it differs. */
+  const pair = (
+    { scenario, cells, unit, digits, runtimeNote = "" }: {
+      scenario: string;
+      cells: Map<BootKind, Cell>;
+      unit: string;
+      digits: number;
+      runtimeNote?: string;
+    },
+  ) => ({
     scenario,
     containerd: rangeText(cells.get("containerd"), unit, digits),
     ours: rangeText(cells.get("containerd-ts"), unit, digits),
@@ -466,16 +476,38 @@ function bootRows(
     } (median)`,
     // What Deno and this project's HTTP/2 server (and RPC layer) cost before any plugin: the
     // part of a ratio that no plugin work can remove.
-    reference: `fixed-reply server process: ${rangeText(cells.get("fixed"), unit, digits)}`,
+    reference: `fixed-reply server process: ${rangeText(cells.get("fixed"), unit, digits)}; ` +
+      `Deno alone (bench/idle.js${runtimeNote}): ${rangeText(cells.get("runtime"), unit, digits)}`,
     handler: `handler process: ${rangeText(cells.get("handler"), unit, digits)}`,
   });
   return [
-    pair(`boot to first Version RPC (min / median / max, ${options.boots} boots)`, boot, "ms", 0),
-    pair("idle RSS 1 s after boot (min / median / max)", rss, "MiB", 1),
+    pair({
+      scenario: `boot to first Version RPC (min / median / max, ${options.boots} boots)`,
+      cells: boot,
+      unit: "ms",
+      digits: 0,
+      runtimeNote: ", start to its first line",
+    }),
+    pair({
+      scenario: "idle RSS 1 s after boot (min / median / max)",
+      cells: rss,
+      unit: "MiB",
+      digits: 1,
+    }),
     // What the RSS ratio is made of: the process's own memory, and the pages of its mapped
     // files (executable, libraries, Deno's cache databases), shared and reclaimable.
-    pair("  of which anonymous (heaps, stacks, malloc)", anonymous, "MiB", 1),
-    pair("  of which file-backed (executable, libraries, mapped files)", fileBacked, "MiB", 1),
+    pair({
+      scenario: "  of which anonymous (heaps, stacks, malloc)",
+      cells: anonymous,
+      unit: "MiB",
+      digits: 1,
+    }),
+    pair({
+      scenario: "  of which file-backed (executable, libraries, mapped files)",
+      cells: fileBacked,
+      unit: "MiB",
+      digits: 1,
+    }),
   ];
 }
 

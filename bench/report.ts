@@ -69,7 +69,7 @@ export function ratioText(ours: number | undefined, theirs: number | undefined):
 /** Render rows as a markdown table with the bench's columns. */
 export function renderTable(rows: readonly Row[]): string {
   const lines = [
-    "| scenario | containerd | containerd-ts | ratio (ts / containerd) | reference: client ceiling (fixed-reply server on server/h2_server.ts), that server's own boot, or machine limit | server/rpc.ts handler alone |",
+    "| scenario | containerd | containerd-ts | ratio (ts / containerd) | reference: client ceiling (fixed-reply server on server/h2_server.ts), that server's own boot and memory and Deno alone's, or machine limit | server/rpc.ts handler alone |",
     "|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
