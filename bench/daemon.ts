@@ -231,28 +231,16 @@ export async function startDaemon(
       stdout: "null",
       stderr: "piped",
     });
-  } else if (kind === "runtime") {
+  } else if (kind === "fixed" || kind === "handler" || kind === "runtime") {
+    // The reference servers take their kind and socket; Deno alone says "ready" on stdout.
+    const script = kind === "runtime"
+      ? [`${REPO}/bench/idle.js`]
+      : [options.serversScript ?? `${REPO}/bench/servers.ts`, kind, socket];
     command = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", "--quiet", ...await daemonV8Flags(), `${REPO}/bench/idle.js`],
+      args: ["run", "--allow-all", "--quiet", ...await daemonV8Flags(), ...script],
       cwd: REPO,
       stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    });
-  } else if (kind === "fixed" || kind === "handler") {
-    command = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-all",
-        "--quiet",
-        ...await daemonV8Flags(),
-        options.serversScript ?? `${REPO}/bench/servers.ts`,
-        kind,
-        socket,
-      ],
-      cwd: REPO,
-      stdin: "null",
-      stdout: "null",
+      stdout: kind === "runtime" ? "piped" : "null",
       stderr: "piped",
     });
   } else {

@@ -191,7 +191,8 @@ async function measureBoots(
   try {
     serversScript = await referenceServersScript(scratch);
   } catch (err) {
-    for (const kind of ["fixed", "handler"] as const) failed.set(kind, messageOf(err));
+    // Deno alone runs bench/idle.js, not the servers script.
+    for (const kind of REFERENCES) if (kind !== "runtime") failed.set(kind, messageOf(err));
   }
   for (let i = 0; i < options.boots; i++) {
     const order = i % 2 === 0 ? kinds : [...kinds].reverse();
