@@ -197,11 +197,16 @@ async function firstLine(
   timeoutMs: number,
 ): Promise<void> {
   const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  const timer = setTimeout(() => reader.cancel().catch(() => {}), timeoutMs);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    reader.cancel().catch(() => {});
+  }, timeoutMs);
   let text = "";
   try {
     for (;;) {
       const { value, done } = await reader.read();
+      if (done && timedOut) throw new Error(`no "${expected}" line in time`);
       if (done) throw new Error(`no "${expected}" line before its output ended`);
       text += value;
       if (text.split("\n").slice(0, -1).includes(expected)) return;
@@ -288,7 +293,7 @@ export async function startDaemon(
   const deadline = started + (options.bootTimeoutMs ?? 60_000);
   try {
     if (kind === "runtime") {
-      await firstLine(child.stdout, "ready", deadline - performance.now());
+      await firstLine(child.stdout, "ready", Math.max(0, deadline - performance.now()));
     } else {
       for (;;) {
         if (exited) {
