@@ -56,6 +56,9 @@ export const IDENTIFIER_MAX_LENGTH = 76;
  * containers validate their ids the same way.
  */
 export function validateIdentifier(id: string): void {
+  // Every call validates its namespace: a valid identifier is ASCII, so its length in UTF-16
+  // units is its length in bytes and no encoding is needed to check it.
+  if (id.length <= IDENTIFIER_MAX_LENGTH && IDENTIFIER_PATTERN.test(id)) return;
   if (id.length === 0) throw new InvalidArgumentError("identifier must not be empty");
   const bytes = new TextEncoder().encode(id).byteLength;
   if (bytes > IDENTIFIER_MAX_LENGTH) {

@@ -10,7 +10,8 @@
  *   `application/grpc+proto` and no compression, which is everything `ctr` and the Go client
  *   send for them: collect the body with 'data'/'end' events, parse the 5-byte envelope,
  *   `fromBinary`, run the SAME interceptor chain Connect runs (`invokeUnaryImplementation` /
- *   `transformInvokeImplementation` with a HandlerContext from `createHandlerContext`),
+ *   invoke_stream.ts's equivalent of `transformInvokeImplementation`, with a HandlerContext
+ *   like `createHandlerContext`'s),
  *   `toBinary`, and answer with one write plus trailers (unary) or one write per message with
  *   backpressure (server streams — `ctr content get` makes one Read stream per 32 KiB).
  *   Errors before the first message are trailers-only responses, as grpc-go sends them.
@@ -68,7 +69,6 @@ import {
 } from "@connectrpc/connect";
 import {
   invokeUnaryImplementation,
-  transformInvokeImplementation,
   type UniversalHandler,
   type UniversalServerRequest,
   type UniversalServerResponse,
@@ -76,6 +76,7 @@ import {
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { gzipCompression } from "./gzip.ts";
+import { invokeServerStreaming } from "./invoke_stream.ts";
 import { H2_ERROR, type H2RespondOptions, H2Server, type H2ServerOptions } from "./h2_server.ts";
 import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type { Logger } from "./log.ts";
@@ -583,9 +584,8 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
 
     /** Run a server-streaming implementation, writing each message as it comes. */
     const streamResponses = async (input: MessageShape<DescMessage>): Promise<void> => {
-      const output = transformInvokeImplementation(fm.spec, context, chain)(
-        singleMessage(input),
-      )[Symbol.asyncIterator]();
+      if (fm.spec.kind !== "server_streaming") return;
+      const output = await invokeServerStreaming(fm.spec, context, input, chain);
       try {
         for (;;) {
           const next = await output.next();
@@ -1031,26 +1031,6 @@ function writeVarint(target: Uint8Array, at: number, value: number): number {
   }
   target[at++] = value;
   return at;
-}
-
-/** An async iterable of one message: the request of a server-streaming call. */
-function singleMessage<T>(message: T): AsyncIterable<T> {
-  return {
-    [Symbol.asyncIterator]() {
-      let done = false;
-      return {
-        next(): Promise<IteratorResult<T>> {
-          if (done) return Promise.resolve({ done: true, value: undefined });
-          done = true;
-          return Promise.resolve({ done: false, value: message });
-        },
-        return(): Promise<IteratorResult<T>> {
-          done = true;
-          return Promise.resolve({ done: true, value: undefined });
-        },
-      };
-    },
-  };
 }
 
 /** The ConnectError a client sees for a failure, as Connect's gRPC handler decides it. */
