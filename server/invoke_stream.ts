@@ -138,7 +138,7 @@ function normalized<S extends DescMessage>(
   };
 }
 
-/** An async iterable of one message: the request of a server-streaming call. */
+/** An async iterable of one message: a server-streaming call's request, or a collected body. */
 export function singleMessage<T>(message: T): AsyncIterable<T> {
   return {
     [Symbol.asyncIterator]() {

@@ -76,7 +76,7 @@ import {
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { gzipCompression } from "./gzip.ts";
-import { invokeServerStreaming } from "./invoke_stream.ts";
+import { invokeServerStreaming, singleMessage } from "./invoke_stream.ts";
 import { H2_ERROR, type H2RespondOptions, H2Server, type H2ServerOptions } from "./h2_server.ts";
 import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type { Logger } from "./log.ts";
@@ -673,7 +673,7 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
           : chunks.length === 1
           ? chunks[0]!
           : Buffer.concat(chunks);
-        run(singleChunk(body));
+        run(singleMessage<Uint8Array>(body));
       };
       stream.on("data", (chunk: Buffer) => {
         if (started) return;
@@ -1118,26 +1118,6 @@ function drained(stream: RpcStream): Promise<void> {
     stream.on("drain", done);
     stream.on("close", done);
   });
-}
-
-/** An async iterable of exactly one chunk (the collected request body). */
-function singleChunk(body: Uint8Array): AsyncIterable<Uint8Array> {
-  return {
-    [Symbol.asyncIterator]() {
-      let done = false;
-      return {
-        next(): Promise<IteratorResult<Uint8Array>> {
-          if (done) return Promise.resolve({ done: true, value: undefined });
-          done = true;
-          return Promise.resolve({ done: false, value: body });
-        },
-        return(): Promise<IteratorResult<Uint8Array>> {
-          done = true;
-          return Promise.resolve({ done: true, value: undefined });
-        },
-      };
-    },
-  };
 }
 
 /**
