@@ -108,21 +108,41 @@ export async function needsUserXAttr(root: string): Promise<boolean> {
   return best.type !== "tmpfs";
 }
 
+/** What {@link overlaySupport} reads besides the mount itself; tests substitute it. */
+export interface OverlayProbe {
+  /** The text of /proc/filesystems. Default: read it. */
+  readFilesystems?: () => Promise<string>;
+}
+
 /**
  * Check that overlayfs works with `root` as the home of its layers, the way containerd's
- * overlayutils.Supported does: the kernel lists it, and an overlay of two lowerdirs plus an
- * upperdir made in `root` really mounts. Returns undefined when it works, else the reason.
+ * overlayutils.Supported does: an overlay of two lowerdirs plus an upperdir made in `root`
+ * really mounts. Returns undefined when it works, else the reason.
+ *
+ * The mount is tried first: where overlay is a module not loaded yet (Debian's kernels, until
+ * something mounts an overlay), the kernel loads it for the mount and /proc/filesystems does
+ * not list it before. That list only explains a failed mount.
  */
-export async function overlaySupport(root: string): Promise<string | undefined> {
-  let filesystems = "";
+export async function overlaySupport(
+  root: string,
+  probe: OverlayProbe = {},
+): Promise<string | undefined> {
+  const failed = await mountCheck(root);
+  if (failed === undefined) return undefined;
+  let filesystems: string;
   try {
-    filesystems = await Deno.readTextFile("/proc/filesystems");
-  } catch (err) {
-    return `cannot read /proc/filesystems: ${(err as Error).message}`;
+    filesystems = await (probe.readFilesystems ?? (() => Deno.readTextFile("/proc/filesystems")))();
+  } catch {
+    return failed;
   }
   if (!filesystems.split("\n").some((line) => line.split("\t").at(-1) === "overlay")) {
-    return "the kernel does not support overlay (no overlay in /proc/filesystems)";
+    return `the kernel does not support overlay (no overlay in /proc/filesystems): ${failed}`;
   }
+  return failed;
+}
+
+/** Mount and unmount the two-lowerdir check overlay in `root`: undefined, or why it failed. */
+async function mountCheck(root: string): Promise<string | undefined> {
   await Deno.mkdir(root, { recursive: true, mode: 0o700 });
   const check = await Deno.makeTempDir({ dir: root, prefix: "multiple-lowerdir-check" });
   try {

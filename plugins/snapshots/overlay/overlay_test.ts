@@ -161,6 +161,20 @@ Deno.test("overlaySupport mounts a two-lowerdir overlay in the root and leaves n
   await Deno.remove(tmp, { recursive: true });
 });
 
+Deno.test("overlaySupport mounts even when /proc/filesystems does not list overlay yet (a module the mount loads)", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "overlay-support-" });
+  let asked = 0;
+  const reason = await overlaySupport(`${tmp}/root`, {
+    readFilesystems: () => {
+      asked++;
+      return Promise.resolve("nodev\tsysfs\n\text4\n");
+    },
+  });
+  assert.equal(reason, undefined);
+  assert.equal(asked, 0, "the list only explains a failed mount");
+  await Deno.remove(tmp, { recursive: true });
+});
+
 Deno.test("overlaySupport gives the mount's failure as the reason and leaves nothing behind", async () => {
   // A root inside an overlay: the kernel refuses an overlay as the check's upperdir, so the
   // direct mount(2) fails, mount(8) is tried and names the cause.
@@ -174,6 +188,16 @@ Deno.test("overlaySupport gives the mount's failure as the reason and leaves not
   try {
     const reason = await overlaySupport(`${tmp}/m/root`);
     assert.match(reason ?? "", new RegExp(`^failed to mount overlay in ${tmp}/m/root: .+`));
+    // Where the kernel does not list overlay, the reason says so first.
+    const unlisted = await overlaySupport(`${tmp}/m/root`, {
+      readFilesystems: () => Promise.resolve("nodev\tsysfs\n\text4\n"),
+    });
+    assert.match(
+      unlisted ?? "",
+      new RegExp(
+        `^the kernel does not support overlay \\(no overlay in /proc/filesystems\\): failed to mount overlay in ${tmp}/m/root: .+`,
+      ),
+    );
     assert.deepEqual(await list(`${tmp}/m/root`), []);
     assert.deepEqual(
       (await readMounts()).filter((m) => m.mountPoint.startsWith(tmp)).map((m) => m.mountPoint),
