@@ -137,11 +137,12 @@ function buildHuffmanTable(): HuffmanTable {
     offset[l] = at;
     at += count[l]!;
   }
+  // Symbols in (length, symbol) order: one pass in symbol order, each to its length's next
+  // slot. (A pass per length was 7 710 iterations at every boot: enough for V8 to replace the
+  // running loop with Maglev and then Turbofan code, ~2 ms on a compiler thread.)
   const symbols = new Uint16Array(257);
   const next = offset.slice();
-  for (let l = 1; l <= MAX_CODE_BITS; l++) {
-    for (let s = 0; s <= EOS; s++) if (lengths[s] === l) symbols[next[l]!++] = s;
-  }
+  for (let s = 0; s <= EOS; s++) symbols[next[lengths[s]!]!++] = s;
   return { firstCode, count, offset, symbols };
 }
 
