@@ -79,7 +79,7 @@ export async function invokeServerStreaming(
         };
     return {
       stream: true,
-      message: normalized(spec.method.output, spec.impl(message, handlerContext)),
+      message: normalized(method.output, spec.impl(message, handlerContext)),
       method,
       service: method.parent,
       header: context.responseHeader,

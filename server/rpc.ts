@@ -76,7 +76,7 @@ import {
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { gzipCompression } from "./gzip.ts";
-import { invokeServerStreaming, singleMessage } from "./invoke_stream.ts";
+import { invokeServerStreaming, type ServerStreamingSpec, singleMessage } from "./invoke_stream.ts";
 import { H2_ERROR, type H2RespondOptions, H2Server, type H2ServerOptions } from "./h2_server.ts";
 import { type HeapTrimmer, NO_HEAP_TRIM } from "./heap_trim.ts";
 import type { Logger } from "./log.ts";
@@ -578,14 +578,16 @@ export function createRpcHandler(options: RpcHandlerOptions): RpcHandler {
           context.abort(completed);
         }, finish).finally(release);
       } else {
-        streamResponses(input).then(() => finish(), finish).finally(release);
+        streamResponses(fm.spec, input).then(() => finish(), finish).finally(release);
       }
     });
 
     /** Run a server-streaming implementation, writing each message as it comes. */
-    const streamResponses = async (input: MessageShape<DescMessage>): Promise<void> => {
-      if (fm.spec.kind !== "server_streaming") return;
-      const output = await invokeServerStreaming(fm.spec, context, input, chain);
+    const streamResponses = async (
+      spec: ServerStreamingSpec,
+      input: MessageShape<DescMessage>,
+    ): Promise<void> => {
+      const output = await invokeServerStreaming(spec, context, input, chain);
       try {
         for (;;) {
           const next = await output.next();

@@ -12,8 +12,8 @@
  * 2.9.3 and never lets node:net own a unix socket. Deno's `Deno.listen`/`Deno.connect` close
  * each descriptor exactly once; {@link UnixSocket} adapts such a connection to the
  * `stream.Duplex` that node:http and node:http2 consume (the debug and metrics servers, the
- * `status` command, tests), and {@link UnixSocketListener} hands accepted ones to a callback (typically
- * `server.emit("connection", socket)` of a node server that never listens itself).
+ * `status` command, tests), and {@link UnixSocketListener} hands accepted ones to a callback
+ * (typically `server.emit("connection", socket)` of a node server that never listens itself).
  * TCP is unaffected and stays on node:net.
  *
  * @example
