@@ -10,9 +10,10 @@
  *   alone (bench/idle.js, start to its first line): what any Deno program costs;
  * - unary: Version and namespaces List requests/s with p50/p99 at each `--concurrency`, one
  *   raw node:http2 gRPC client (bench/client.ts) for every target, `--duration-ms` per point,
- *   `--repeat` rounds (median and range shown); beside them, the same client against the daemon's HTTP/2
- *   server answering a fixed gRPC reply (the client's ceiling) and against server/rpc.ts's
- *   handler alone on that server (bench/servers.ts);
+ *   `--repeat` rounds (median and range shown), each point after `--warmup-ms` of unmeasured
+ *   load; beside them, the same client against the daemon's HTTP/2 server answering a fixed
+ *   gRPC reply (the client's ceiling) and against server/rpc.ts's handler alone on that server
+ *   (bench/servers.ts); and Version at concurrency 1 without warm-up after 12 s of quiet;
  * - content, images, containers, scale, memory: the data path through `ctr` and the TS client
  *   against one long-lived daemon of each kind (bench/scenarios.ts).
  *
@@ -85,6 +86,23 @@ interface BenchOptions {
 
 type LoadCell = { ok: true; results: LoadResult[] } | { ok: false; reason: string };
 
+/**
+ * Unmeasured load before each unary point. Long enough for a JIT runtime to reach its steady
+ * state: containerd-ts right after its start, or after a heap trim (a full collection once it
+ * has been quiet for 10 s, which drops the request path's optimized code: server/heap_trim.ts),
+ * answered Version at c=1 ~20% slower in the first second and within ~5% in the next. With
+ * 500 ms the rounds measured that recovery or not depending on the rotation (3.19k–4.32k
+ * req/s in one run). What the first seconds after a quiet spell cost is its own row
+ * ({@link measureAfterIdle}).
+ */
+const DEFAULT_WARMUP_MS = 2000;
+
+/**
+ * Quiet time before the after-idle point: longer than the 10 s after which containerd-ts trims
+ * its heap following a burst of calls (server/heap_trim.ts, `callIdleMs`).
+ */
+const AFTER_IDLE_QUIET_MS = 12_000;
+
 const DAEMONS: readonly DaemonKind[] = ["containerd", "containerd-ts"];
 /** The reference servers booted beside the daemons (bench/daemon.ts ReferenceKind). */
 const REFERENCES: readonly ReferenceKind[] = ["fixed", "handler", "runtime"];
@@ -96,7 +114,7 @@ function parseOptions(args: string[]): BenchOptions {
       boots: { type: "string" },
       "duration-ms": { type: "string" },
       repeat: { type: "string", default: "3" },
-      "warmup-ms": { type: "string", default: "500" },
+      "warmup-ms": { type: "string", default: String(DEFAULT_WARMUP_MS) },
       concurrency: { type: "string", default: "1,16,64" },
       "no-write": { type: "boolean", default: false },
       only: { type: "string" },
@@ -430,6 +448,66 @@ async function measureLoad(
   return results;
 }
 
+/**
+ * Version at concurrency 1 without warm-up, right after each daemon was quiet for
+ * {@link AFTER_IDLE_QUIET_MS} following a burst of calls: what a client sees after a quiet
+ * spell, which the warmed-up rows leave out. Per round: one burst on each daemon (unmeasured,
+ * the same length as a point with its warm-up), the quiet time, then one measured point on
+ * each, alternating which goes first; each daemon is quiet for at least the quiet time.
+ */
+async function measureAfterIdle(
+  options: BenchOptions,
+  reasons: Map<DaemonKind, string>,
+): Promise<Map<DaemonKind, LoadCell>> {
+  const path = UNARY_CALLS[0]!.path;
+  const targets: { kind: DaemonKind; socket: string; stop(): Promise<void> }[] = [];
+  const results = new Map<DaemonKind, LoadCell>();
+  try {
+    for (const kind of DAEMONS) {
+      const reason = reasons.get(kind);
+      if (reason) {
+        results.set(kind, { ok: false, reason });
+        continue;
+      }
+      try {
+        const d = await startDaemon(kind);
+        targets.push({ kind, socket: d.socket, stop: d.stop });
+      } catch (err) {
+        results.set(kind, { ok: false, reason: messageOf(err) });
+      }
+    }
+    const cold = { ...options, warmupMs: 0 };
+    for (let round = 0; round < options.repeat; round++) {
+      const order = round % 2 === 0 ? targets : [...targets].reverse();
+      for (const target of order) {
+        await runClient(target.socket, 1, options, path).catch(() => undefined);
+      }
+      await new Promise((r) => setTimeout(r, AFTER_IDLE_QUIET_MS));
+      for (const target of order) {
+        const previous = results.get(target.kind);
+        if (previous && !previous.ok) continue;
+        try {
+          const result = await runClient(target.socket, 1, cold, path);
+          results.set(target.kind, {
+            ok: true,
+            results: [...(previous?.ok ? previous.results : []), result],
+          });
+          log(
+            `Version after ${AFTER_IDLE_QUIET_MS / 1000} s quiet, round ${
+              round + 1
+            } ${target.kind}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99Ms.toFixed(2)} ms`,
+          );
+        } catch (err) {
+          results.set(target.kind, { ok: false, reason: messageOf(err) });
+        }
+      }
+    }
+  } finally {
+    for (const target of targets) await target.stop();
+  }
+  return results;
+}
+
 // ----------------------------------------------------------------------------------------------
 // Report
 
@@ -532,6 +610,19 @@ function loadRows(
   });
 }
 
+function afterIdleRow(options: BenchOptions, load: Map<DaemonKind, LoadCell>): Row {
+  return {
+    scenario: `unary Version, concurrency 1, the first ${options.durationMs / 1000} s after ${
+      AFTER_IDLE_QUIET_MS / 1000
+    } s without traffic (no warm-up)`,
+    containerd: loadText(load.get("containerd")),
+    ours: loadText(load.get("containerd-ts")),
+    ratio: ratioText(medianRps(load.get("containerd-ts")), medianRps(load.get("containerd"))),
+    reference: "— (containerd-ts trims its heap after 10 s without calls: server/heap_trim.ts)",
+    handler: "—",
+  };
+}
+
 async function gitCommit(): Promise<{ short: string; dirty: boolean }> {
   const run = async (args: string[]) => {
     try {
@@ -584,6 +675,7 @@ async function main(): Promise<void> {
     for (const call of UNARY_CALLS) {
       rows.push(...loadRows(options, call, await measureLoad(options, reasons, call)));
     }
+    rows.push(afterIdleRow(options, await measureAfterIdle(options, reasons)));
   }
   rows.push(
     ...await runScenarios({ ...options.sizes, scenarios: options.scenarios }, reasons),
