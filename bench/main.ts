@@ -87,12 +87,14 @@ interface BenchOptions {
 type LoadCell = { ok: true; results: LoadResult[] } | { ok: false; reason: string };
 
 /**
- * Unmeasured load before each unary point. Long enough for a JIT runtime to reach its steady
- * state: containerd-ts right after its start, or after a heap trim (a full collection once it
- * has been quiet for 10 s, which drops the request path's optimized code: server/heap_trim.ts),
- * answered Version at c=1 ~20% slower in the first second and within ~5% in the next. With
- * 500 ms the rounds measured that recovery or not depending on the rotation (3.19k–4.32k
- * req/s in one run). What the first seconds after a quiet spell cost is its own row
+ * Unmeasured load before each unary point. containerd-ts's JIT needs it: right after its start,
+ * and after a heap trim (a full collection once it has been quiet for 10 s following a burst
+ * of calls; it drops the request path's optimized code: server/heap_trim.ts), Version at c=1
+ * ran ~20% slower in the first second. With 500 ms, whether a round measured that depended on
+ * the rotation (3.19k–4.32k req/s in one run). With 2 s, each of Version's four targets idles
+ * ≥ 12 s between its points, so containerd-ts has trimmed before each one; the 2 s leave ~9%
+ * of the cost in the measured window (14 cycles from source: 3.77k against 4.13k req/s
+ * without the collection). The first seconds after a quiet spell are their own row
  * ({@link measureAfterIdle}).
  */
 const DEFAULT_WARMUP_MS = 2000;
