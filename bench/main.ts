@@ -31,6 +31,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { DEFAULT_CALL_IDLE_MS } from "../server/heap_trim.ts";
 import type { LoadResult } from "./client.ts";
 import { ctr } from "./ctr.ts";
 import {
@@ -100,10 +101,10 @@ type LoadCell = { ok: true; results: LoadResult[] } | { ok: false; reason: strin
 const DEFAULT_WARMUP_MS = 2000;
 
 /**
- * Quiet time before the after-idle point: longer than the 10 s after which containerd-ts trims
- * its heap following a burst of calls (server/heap_trim.ts, `callIdleMs`).
+ * Quiet time before the after-idle point: 2 s longer than the quiet time after which
+ * containerd-ts trims its heap following a burst of calls (server/heap_trim.ts).
  */
-const AFTER_IDLE_QUIET_MS = 12_000;
+const AFTER_IDLE_QUIET_MS = DEFAULT_CALL_IDLE_MS + 2000;
 
 const DAEMONS: readonly DaemonKind[] = ["containerd", "containerd-ts"];
 /** The reference servers booted beside the daemons (bench/daemon.ts ReferenceKind). */
@@ -340,6 +341,38 @@ async function startBenchServer(kind: "fixed" | "handler"): Promise<Target> {
   };
 }
 
+/**
+ * Start both daemons as load targets, each readied by `prepare` (e.g. data a call reads);
+ * a daemon that is unavailable or fails to start or prepare goes to `fail` with the reason.
+ */
+async function startDaemonTargets(
+  reasons: Map<DaemonKind, string>,
+  fail: (kind: DaemonKind, reason: string) => void,
+  prepare: (socket: string) => Promise<void> = async () => {},
+): Promise<Target[]> {
+  const targets: Target[] = [];
+  for (const kind of DAEMONS) {
+    const reason = reasons.get(kind);
+    if (reason) {
+      fail(kind, reason);
+      continue;
+    }
+    try {
+      const d = await startDaemon(kind);
+      targets.push({ name: kind, socket: d.socket, stop: d.stop });
+      await prepare(d.socket);
+    } catch (err) {
+      fail(kind, messageOf(err));
+    }
+  }
+  return targets;
+}
+
+/** `cell` with one more measured point (a failed cell stays failed: callers skip those). */
+function withResult(cell: LoadCell | undefined, result: LoadResult): LoadCell {
+  return { ok: true, results: [...(cell?.ok ? cell.results : []), result] };
+}
+
 /** Run bench/client.ts in its own process against `socket`. */
 async function runClient(
   socket: string,
@@ -390,22 +423,13 @@ async function measureLoad(
     results.set(name, new Map(options.concurrencies.map((c) => [c, { ok: false, reason }])));
   };
   try {
-    for (const kind of DAEMONS) {
-      const reason = reasons.get(kind);
-      if (reason) {
-        fail(kind, reason);
-        continue;
-      }
-      try {
-        const d = await startDaemon(kind);
-        targets.push({ name: kind, socket: d.socket, stop: d.stop });
+    targets.push(
+      ...await startDaemonTargets(reasons, fail, async (socket) => {
         for (let i = 0; i < call.namespaces; i++) {
-          await ctr(d.socket, ["namespaces", "create", `bench-unary-${i}`], { timeoutMs: 30_000 });
+          await ctr(socket, ["namespaces", "create", `bench-unary-${i}`], { timeoutMs: 30_000 });
         }
-      } catch (err) {
-        fail(kind, messageOf(err));
-      }
-    }
+      }),
+    );
     for (const kind of call.servers) {
       try {
         targets.push(await startBenchServer(kind));
@@ -427,9 +451,7 @@ async function measureLoad(
           if (previous && !previous.ok) continue;
           try {
             const result = await runClient(target.socket, concurrency, options, call.path);
-            const results = previous?.ok ? previous.results : [];
-            results.push(result);
-            byConcurrency.set(concurrency, { ok: true, results });
+            byConcurrency.set(concurrency, withResult(previous, result));
             log(
               `${call.label} round ${round + 1} c=${concurrency} ${target.name}: ${
                 result.rps.toFixed(0)
@@ -460,24 +482,16 @@ async function measureLoad(
 async function measureAfterIdle(
   options: BenchOptions,
   reasons: Map<DaemonKind, string>,
-): Promise<Map<DaemonKind, LoadCell>> {
+): Promise<Map<string, LoadCell>> {
   const path = UNARY_CALLS[0]!.path;
-  const targets: { kind: DaemonKind; socket: string; stop(): Promise<void> }[] = [];
-  const results = new Map<DaemonKind, LoadCell>();
+  const targets: Target[] = [];
+  const results = new Map<string, LoadCell>();
   try {
-    for (const kind of DAEMONS) {
-      const reason = reasons.get(kind);
-      if (reason) {
+    targets.push(
+      ...await startDaemonTargets(reasons, (kind, reason) => {
         results.set(kind, { ok: false, reason });
-        continue;
-      }
-      try {
-        const d = await startDaemon(kind);
-        targets.push({ kind, socket: d.socket, stop: d.stop });
-      } catch (err) {
-        results.set(kind, { ok: false, reason: messageOf(err) });
-      }
-    }
+      }),
+    );
     const cold = { ...options, warmupMs: 0 };
     for (let round = 0; round < options.repeat; round++) {
       const order = round % 2 === 0 ? targets : [...targets].reverse();
@@ -486,21 +500,18 @@ async function measureAfterIdle(
       }
       await new Promise((r) => setTimeout(r, AFTER_IDLE_QUIET_MS));
       for (const target of order) {
-        const previous = results.get(target.kind);
+        const previous = results.get(target.name);
         if (previous && !previous.ok) continue;
         try {
           const result = await runClient(target.socket, 1, cold, path);
-          results.set(target.kind, {
-            ok: true,
-            results: [...(previous?.ok ? previous.results : []), result],
-          });
+          results.set(target.name, withResult(previous, result));
           log(
             `Version after ${AFTER_IDLE_QUIET_MS / 1000} s quiet, round ${
               round + 1
-            } ${target.kind}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99Ms.toFixed(2)} ms`,
+            } ${target.name}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99Ms.toFixed(2)} ms`,
           );
         } catch (err) {
-          results.set(target.kind, { ok: false, reason: messageOf(err) });
+          results.set(target.name, { ok: false, reason: messageOf(err) });
         }
       }
     }
@@ -612,7 +623,7 @@ function loadRows(
   });
 }
 
-function afterIdleRow(options: BenchOptions, load: Map<DaemonKind, LoadCell>): Row {
+function afterIdleRow(options: BenchOptions, load: Map<string, LoadCell>): Row {
   return {
     scenario: `unary Version, concurrency 1, the first ${options.durationMs / 1000} s after ${
       AFTER_IDLE_QUIET_MS / 1000
@@ -620,7 +631,9 @@ function afterIdleRow(options: BenchOptions, load: Map<DaemonKind, LoadCell>): R
     containerd: loadText(load.get("containerd")),
     ours: loadText(load.get("containerd-ts")),
     ratio: ratioText(medianRps(load.get("containerd-ts")), medianRps(load.get("containerd"))),
-    reference: "— (containerd-ts trims its heap after 10 s without calls: server/heap_trim.ts)",
+    reference: `— (containerd-ts trims its heap after ${
+      DEFAULT_CALL_IDLE_MS / 1000
+    } s without calls: server/heap_trim.ts)`,
     handler: "—",
   };
 }

@@ -37,7 +37,7 @@
  * runs V8's low-memory notification, two memory-reducing mark-compacts), and a regular
  * mark-compact as well (`--expose-gc` at start, `gc({ type: "major" })`); a scavenge alone
  * leaves the RSS at 110 MiB. Smaller semi-spaces (4 MiB) and no collection after calls: +11%
- * req/s in the seconds after idle, but 8 MiB more at idle and 7–12 ms more CPU at every boot.
+ * req/s in the seconds after idle, but 8 MiB more at idle and 7–11 ms more CPU at every boot.
  *
  * @example
  * ```ts
@@ -61,7 +61,10 @@ export interface HeapTrimOptions {
    * (10 000 Images.Create grew the heap by ~150 MiB), so 512 calls ≈ 8 MiB.
    */
   minCalls?: number;
-  /** Quiet time after the last traffic before trimming after calls alone (ms). Default 10 000. */
+  /**
+   * Quiet time after the last traffic before trimming after calls alone (ms). Default
+   * {@link DEFAULT_CALL_IDLE_MS}.
+   */
   callIdleMs?: number;
   /** Where the trimmer says what it did. Default: silent. */
   log?: Logger;
@@ -81,6 +84,12 @@ function unrefTimeout(fn: () => void, ms: number): () => void {
   Deno.unrefTimer(timer);
   return () => clearTimeout(timer);
 }
+
+/**
+ * Default quiet time before a trim after calls alone (ms): the bench waits longer than this
+ * to measure the first calls after a trim.
+ */
+export const DEFAULT_CALL_IDLE_MS = 10_000;
 
 /** Counts traffic and trims the heap once it pauses. */
 export interface HeapTrimmer {
@@ -145,7 +154,7 @@ export function createHeapTrimmer(options: HeapTrimOptions = {}): HeapTrimmer {
   const minBytes = options.minBytes ?? 64 << 20;
   const idleMs = options.idleMs ?? 2000;
   const minCalls = options.minCalls ?? 512;
-  const callIdleMs = options.callIdleMs ?? 10_000;
+  const callIdleMs = options.callIdleMs ?? DEFAULT_CALL_IDLE_MS;
   const log = options.log ?? silentLogger();
   const now = options.now ?? (() => performance.now());
   const schedule = options.schedule ?? unrefTimeout;
