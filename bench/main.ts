@@ -32,7 +32,7 @@
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_CALL_IDLE_MS } from "../server/heap_trim.ts";
-import type { LoadResult } from "./client.ts";
+import { type LoadResult, VERSION_PATH } from "./client.ts";
 import { ctr } from "./ctr.ts";
 import {
   type BootKind,
@@ -284,7 +284,7 @@ interface UnaryCall {
 const UNARY_CALLS: readonly UnaryCall[] = [
   {
     label: "Version",
-    path: "/containerd.services.version.v1.Version/Version",
+    path: VERSION_PATH,
     namespaces: 0,
     servers: ["fixed", "handler"],
   },
@@ -483,7 +483,6 @@ async function measureAfterIdle(
   options: BenchOptions,
   reasons: Map<DaemonKind, string>,
 ): Promise<Map<string, LoadCell>> {
-  const path = UNARY_CALLS[0]!.path;
   const targets: Target[] = [];
   const results = new Map<string, LoadCell>();
   try {
@@ -496,14 +495,14 @@ async function measureAfterIdle(
     for (let round = 0; round < options.repeat; round++) {
       const order = round % 2 === 0 ? targets : [...targets].reverse();
       for (const target of order) {
-        await runClient(target.socket, 1, options, path).catch(() => undefined);
+        await runClient(target.socket, 1, options, VERSION_PATH).catch(() => undefined);
       }
       await new Promise((r) => setTimeout(r, AFTER_IDLE_QUIET_MS));
       for (const target of order) {
         const previous = results.get(target.name);
         if (previous && !previous.ok) continue;
         try {
-          const result = await runClient(target.socket, 1, cold, path);
+          const result = await runClient(target.socket, 1, cold, VERSION_PATH);
           results.set(target.name, withResult(previous, result));
           log(
             `Version after ${AFTER_IDLE_QUIET_MS / 1000} s quiet, round ${
