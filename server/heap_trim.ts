@@ -22,9 +22,10 @@
  *
  * Why calls wait longer: a full collection while no request runs also throws away the
  * optimized code of the request path. That code holds the hidden classes (maps) of the objects
- * it handles weakly; once every connection is closed no such object is alive, the collection
- * frees those maps and V8 deoptimizes the code that embedded them (`--trace-deopt`: ~100
- * functions, reason "embedded weak objects cleared"). Measured on the daemon, after 2 s idle
+ * it handles weakly; between requests no such object is alive (an idle connection kept open
+ * changes nothing), the collection frees those maps and V8 deoptimizes the code that embedded
+ * them (`--trace-deopt`, reason "embedded weak objects cleared": 53–56 functions at the first
+ * trim after calls, 22–27 at later ones). Measured on the daemon, after 2 s idle
  * and a trim: 90 functions optimized again and the first second of unary calls at 2.2–2.9k
  * req/s against 3.7–3.8k without the trim. Bulk bytes are worth that cost at once; a few
  * hundred calls only once the daemon is idle for longer.
